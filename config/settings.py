@@ -1,0 +1,143 @@
+"""The one typed settings root (pydantic-settings, env prefix ``SMSGW_``).
+
+Values come from, in order of precedence: explicit arguments, ``SMSGW_*`` environment
+variables (nested with ``__``, e.g. ``SMSGW_LANES__OTP=codes``), a ``.env`` file in the
+working directory, then the defaults below. There is no module-level instance: call
+:func:`get_settings`, which caches; tests override with :func:`override_settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_ALLOWED_NUMBER_TYPES",
+    "Lanes",
+    "NumberType",
+    "Settings",
+    "get_settings",
+    "override_settings",
+    "reload_settings",
+]
+
+# The phonenumbers number types, by their PhoneNumberType names.
+NumberType = Literal[
+    "FIXED_LINE",
+    "MOBILE",
+    "FIXED_LINE_OR_MOBILE",
+    "TOLL_FREE",
+    "PREMIUM_RATE",
+    "SHARED_COST",
+    "VOIP",
+    "PERSONAL_NUMBER",
+    "PAGER",
+    "UAN",
+    "VOICEMAIL",
+    "UNKNOWN",
+]
+
+# Types that can receive an SMS and do not cost the sender a premium.
+DEFAULT_ALLOWED_NUMBER_TYPES: frozenset[NumberType] = frozenset(
+    {"MOBILE", "FIXED_LINE_OR_MOBILE", "PERSONAL_NUMBER", "PAGER", "VOIP"}
+)
+
+
+class Lanes(BaseModel):
+    """Queue names of the three lanes; a code never waits behind bulk work."""
+
+    otp: str = "otp"
+    default: str = "default"
+    bulk: str = "bulk"
+
+    def names(self) -> tuple[str, str, str]:
+        """The three queue names, most urgent first."""
+        return (self.otp, self.default, self.bulk)
+
+
+class Settings(BaseSettings):
+    """Every setting of smsgw. Secrets are ``SecretStr`` and never printed in clear."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SMSGW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+
+    # Redis: the broker carries task messages, the result backend keeps final results,
+    # the state store keeps jobs, per-part delivery state, accounts and rate limits.
+    broker_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    result_backend_url: SecretStr = SecretStr("redis://127.0.0.1:6379/1")
+    state_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/2")
+
+    # Messages and recipients.
+    default_region: str | None = Field(
+        default=None,
+        description="ISO 3166 region for numbers typed in national format, e.g. GB",
+    )
+    max_length: int = Field(default=160, ge=1, le=10_000)
+    max_parts: int = Field(default=10, ge=1, le=255, description="most SMS segments per job")
+    allowed_number_types: frozenset[NumberType] = DEFAULT_ALLOWED_NUMBER_TYPES
+
+    lanes: Lanes = Lanes()
+
+    # Encrypts access codes and account secrets at rest (Fernet key).
+    secret_key: SecretStr | None = None
+
+    @field_validator("default_region")
+    @classmethod
+    def _upper_region(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        region = value.strip().upper()
+        if len(region) != 2 or not region.isalpha():
+            raise ValueError(f"must be a two-letter ISO 3166 region code, got {value!r}")
+        return region
+
+
+_overrides: list[Settings] = []
+
+
+@lru_cache(maxsize=1)
+def _load_settings() -> Settings:
+    return Settings()
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (or the innermost override)."""
+    if _overrides:
+        return _overrides[-1]
+    return _load_settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read them again (after the environment changed)."""
+    _load_settings.cache_clear()
+    return get_settings()
+
+
+@contextmanager
+def override_settings(**values: object) -> Iterator[Settings]:
+    """Put other settings in force inside a ``with`` block (tests, one-off CLI runs).
+
+    Args:
+        **values: Field values; the rest is read as usual (environment, ``.env``).
+
+    Yields:
+        The settings in force inside the block.
+    """
+    settings = Settings(**values)  # type: ignore[arg-type]
+    _overrides.append(settings)
+    try:
+        yield settings
+    finally:
+        _overrides.remove(settings)

@@ -1,0 +1,1 @@
+"""The dispatch pipeline: models, validation, segmentation, tasks and the CLI."""
