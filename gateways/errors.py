@@ -56,11 +56,12 @@ class ConfigurationError(SmsError):
 class UnknownGateway(ConfigurationError):
     """No gateway is registered under the requested name."""
 
-    def __init__(self, name: str, suggestion: str | None = None) -> None:
+    def __init__(self, name: str, suggestion: str | None = None, *, reason: str = "") -> None:
         self.name = name
         self.suggestion = suggestion
         hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        super().__init__(f"unknown gateway {name!r}{hint}")
+        what = f"gateway {name!r} {reason}" if reason else f"unknown gateway {name!r}"
+        super().__init__(f"{what}{hint}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class GatewayError(SmsError):
         gateway: The gateway type name (``vonage``, ``twilio``, ...).
         http_status: The HTTP status of the reply, when there was one.
         provider_code: The provider's own error code, when it gave one.
+        request_sent: False only when the request certainly never reached the provider
+            (connection refused, proxy unreachable): then a retry cannot duplicate a message.
     """
 
     def __init__(
@@ -134,10 +137,12 @@ class GatewayError(SmsError):
         gateway: str,
         http_status: int | None = None,
         provider_code: str | None = None,
+        request_sent: bool = True,
     ) -> None:
         self.gateway = gateway
         self.http_status = http_status
         self.provider_code = provider_code
+        self.request_sent = request_sent
         super().__init__(message)
 
 
@@ -159,7 +164,11 @@ class RateLimited(TransientGatewayError):
     ) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(
-            message, gateway=gateway, http_status=http_status, provider_code=provider_code
+            message,
+            gateway=gateway,
+            http_status=http_status,
+            provider_code=provider_code,
+            request_sent=True,
         )
 
 
