@@ -18,7 +18,6 @@ from gateways.redaction import mask_number
 __all__ = ["CheckResult", "GatewayAccount", "OutboundSms", "ProxySettings", "SendReceipt"]
 
 
-
 class ProxySettings(BaseModel):
     """An HTTP proxy, with optional basic authentication (the origin's proxy fields).
 

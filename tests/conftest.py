@@ -1,13 +1,15 @@
-"""Session-wide fixtures: a real Redis database, emptied around every test."""
+"""Session-wide fixtures: a real Redis database and the provider sandbox, reset per test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 import redis
 
 from config.settings import Settings, override_settings
+from gateways.sandbox import DEFAULT_ACCOUNTS, SandboxServer
 from tests.harness import open_test_redis
 
 
@@ -35,3 +37,27 @@ def settings() -> Iterator[Settings]:
     """Settings independent of the developer's environment and ``.env``."""
     with override_settings(default_region=None, max_length=160, max_parts=10) as value:
         yield value
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """One provider sandbox for the whole session, on a free loopback port."""
+    with SandboxServer() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
+    """The sandbox with the default accounts and an empty inbox, faults and counters."""
+    sandbox_server.state.set_accounts(DEFAULT_ACCOUNTS)
+    sandbox_server.state.reset()
+    yield sandbox_server
+    sandbox_server.state.reset()
+    sandbox_server.state.set_accounts(DEFAULT_ACCOUNTS)
+
+
+@pytest.fixture
+async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session, as the worker's runtime shares one per process."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -1,0 +1,5 @@
+"""Simulated bulletin API (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

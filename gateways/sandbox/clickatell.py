@@ -1,0 +1,5 @@
+"""Simulated clickatell API (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()

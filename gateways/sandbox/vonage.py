@@ -1,0 +1,5 @@
+"""Simulated vonage API (being written)."""
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
