@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck test all clean
+.PHONY: install lint format typecheck test bench all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ typecheck: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Benchmarks print JSON and merge it into benchmarks/results/latest.json.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.sandbox_rps
 
 all: lint typecheck test
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings, override_settings
 from gateways.sandbox import DEFAULT_ACCOUNTS, SandboxServer
@@ -61,3 +62,13 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     """A client session, as the worker's runtime shares one per process."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def async_redis(redis_url: str, redis_client: redis.Redis) -> AsyncIterator[AsyncRedis]:
+    """An asyncio client on the (emptied) test database."""
+    client: AsyncRedis = AsyncRedis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()

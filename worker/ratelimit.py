@@ -1,0 +1,171 @@
+"""Cluster-wide rate limits per gateway account, in Redis, charged per SMS segment.
+
+One atomic Lua script implements GCRA (the generic cell rate algorithm) for the account
+and, for lanes with a share below 100% (bulk), for the lane's share of it, in the same
+call: a bulk send must fit both, a code only the account's. With bulk capped at 80% of
+the account, codes always find capacity. A provider's throttle reply pauses the whole
+account (:meth:`RateLimiter.pause`), which every worker sees on its next ``acquire``.
+
+Nothing here sleeps: a refusal says how long to wait, and the caller (a Celery retry with
+that countdown) frees its worker slot meanwhile. Celery's own per-worker ``rate_limit`` is
+not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from worker.keys import ratelimit_key, ratelimit_lane_key, ratelimit_pause_key
+
+__all__ = ["AccountRate", "Decision", "RateLimiter"]
+
+_US_PER_S = 1_000_000
+
+# KEYS[1] account TAT, KEYS[2] lane TAT (may be unused), KEYS[3] pause key
+# ARGV[1] cost (units), ARGV[2] account interval us/unit, ARGV[3] account burst us,
+# ARGV[4] lane interval us/unit (0: no lane limit), ARGV[5] lane burst us
+# Returns {allowed (1/0), wait_us}. Times come from the server's clock, so every worker on
+# every machine agrees.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now then
+  return {0, paused - now}
+end
+local cost = tonumber(ARGV[1])
+local function check(key, interval, burst)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local increment = cost * interval
+  local new_tat = tat + increment
+  -- A request larger than the burst passes once the limiter is idle, never sooner.
+  local tolerance = math.max(burst, increment)
+  local wait = new_tat - now - tolerance
+  return new_tat, wait
+end
+local account_tat, account_wait = check(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+local lane_interval = tonumber(ARGV[4])
+local lane_tat, lane_wait = 0, 0
+if lane_interval > 0 then
+  lane_tat, lane_wait = check(KEYS[2], lane_interval, tonumber(ARGV[5]))
+end
+local wait = math.max(account_wait, lane_wait)
+if wait > 0 then
+  return {0, wait}
+end
+redis.call('SET', KEYS[1], account_tat, 'PX', math.ceil((account_tat - now) / 1000) + 1000)
+if lane_interval > 0 then
+  redis.call('SET', KEYS[2], lane_tat, 'PX', math.ceil((lane_tat - now) / 1000) + 1000)
+end
+return {1, 0}
+"""
+
+# KEYS[1] pause key; ARGV[1] pause length in us. Extends, never shortens, a pause.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local until_us = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_us > current then
+  redis.call('SET', KEYS[1], until_us, 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1000)
+  return until_us - now
+end
+return current - now
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRate:
+    """An account's limit.
+
+    Attributes:
+        rate_per_s: SMS segments per second the account may send, all lanes together.
+        burst: Segments that may go at once after an idle spell (at least 1).
+        lane_share: The fraction of ``rate_per_s`` the limited lane may use (bulk: 0.8).
+    """
+
+    rate_per_s: float
+    burst: float = 1.0
+    lane_share: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
+        if not 0 < self.lane_share <= 1:
+            raise ValueError(f"lane_share must be in (0, 1], got {self.lane_share}")
+        if self.burst < 1:
+            raise ValueError(f"burst must be at least 1, got {self.burst}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The limiter's answer: go now, or wait ``retry_after_s`` seconds and ask again."""
+
+    allowed: bool
+    retry_after_s: float = 0.0
+
+
+class RateLimiter:
+    """GCRA limits per account (and per limited lane), shared by every worker through Redis.
+
+    Args:
+        redis: The state-store client.
+        limited_lanes: Lanes that get only ``lane_share`` of an account's rate.
+    """
+
+    def __init__(
+        self, redis: Redis, *, limited_lanes: frozenset[str] = frozenset({"bulk"})
+    ) -> None:
+        self._redis = redis
+        self._limited_lanes = limited_lanes
+        self._gcra = redis.register_script(_GCRA)
+        self._pause = redis.register_script(_PAUSE)
+
+    async def acquire(
+        self, account: str, rate: AccountRate, *, lane: str, cost: int = 1
+    ) -> Decision:
+        """Charge ``cost`` segments to ``account`` for ``lane`` if its limits allow it now.
+
+        Nothing is charged when the answer is no.
+        """
+        if cost < 1:
+            raise ValueError(f"cost must be at least 1 segment, got {cost}")
+        interval_us = _US_PER_S / rate.rate_per_s
+        burst_us = rate.burst * interval_us
+        if lane in self._limited_lanes and rate.lane_share < 1:
+            # The lane's burst is its share of the account's, so a bulk burst never takes
+            # the capacity a code arriving a moment later needs.
+            lane_interval_us = interval_us / rate.lane_share
+            lane_burst_us = rate.burst * rate.lane_share * lane_interval_us
+        else:
+            lane_interval_us = lane_burst_us = 0.0
+        keys = [
+            ratelimit_key(account),
+            ratelimit_lane_key(account, lane),
+            ratelimit_pause_key(account),
+        ]
+        args = [
+            cost,
+            round(interval_us),
+            round(burst_us),
+            round(lane_interval_us),
+            round(lane_burst_us),
+        ]
+        allowed, wait_us = await self._gcra(keys=keys, args=args)
+        if int(allowed):
+            return Decision(True)
+        return Decision(False, retry_after_s=int(wait_us) / _US_PER_S)
+
+    async def pause(self, account: str, seconds: float) -> float:
+        """Stop every lane of ``account`` for ``seconds`` (a provider throttle reply).
+
+        Returns:
+            Seconds until the account resumes (a longer pause already in force wins).
+        """
+        remaining_us = await self._pause(
+            keys=[ratelimit_pause_key(account)], args=[max(1, round(seconds * _US_PER_S))]
+        )
+        return max(int(remaining_us), 0) / _US_PER_S
