@@ -90,6 +90,12 @@ class Settings(BaseSettings):
 
     lanes: Lanes = Lanes()
 
+    # Celery: how long a final result is kept, and the broker's redelivery timeout, which
+    # must stay far above any retry countdown plus the longest task (see config/celery.py).
+    result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
+    max_retry_countdown_s: int = Field(default=900, ge=1)
+
     # Encrypts access codes and account secrets at rest (Fernet key).
     secret_key: SecretStr | None = None
 

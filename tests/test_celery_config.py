@@ -1,0 +1,44 @@
+"""The Celery configuration derived from settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.celery import TASK_TIME_LIMIT_S, celery_config, check_timeouts
+from config.settings import Settings
+
+
+def test_json_only_late_acks_prefetch_one_and_events() -> None:
+    config = celery_config(Settings())
+    assert config["accept_content"] == ["json"] == config["result_accept_content"]
+    assert config["task_serializer"] == "json" == config["result_serializer"]
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["worker_send_task_events"] and config["task_send_sent_event"]
+    assert config["result_extended"] is False
+
+
+def test_one_queue_per_lane() -> None:
+    settings = Settings.model_validate({"lanes": {"otp": "codes", "bulk": "campaigns"}})
+    config = celery_config(settings)
+    assert [queue.name for queue in config["task_queues"]] == ["codes", "default", "campaigns"]
+    assert config["task_default_queue"] == "default"
+
+
+def test_visibility_timeout_outlasts_any_countdown_and_task() -> None:
+    settings = Settings()
+    config = celery_config(settings)
+    timeout_s = config["broker_transport_options"]["visibility_timeout"]
+    assert timeout_s >= 2 * (settings.max_retry_countdown_s + TASK_TIME_LIMIT_S)
+
+
+def test_a_too_short_visibility_timeout_is_refused_with_the_numbers() -> None:
+    settings = Settings(visibility_timeout_s=600, max_retry_countdown_s=900)
+    with pytest.raises(ValueError, match=r"visibility_timeout_s 600 is too short: .* 2040"):
+        check_timeouts(settings)
+
+
+def test_urls_come_from_settings_in_clear_only_here() -> None:
+    settings = Settings(broker_url="redis://:pw@broker:6379/0")  # type: ignore[arg-type]
+    assert celery_config(settings)["broker_url"] == "redis://:pw@broker:6379/0"
+    assert "pw" not in repr(settings)
