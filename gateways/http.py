@@ -15,6 +15,7 @@ This is the only module that knows aiohttp's exceptions. Every adapter request g
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -30,7 +31,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from gateways.errors import (
@@ -46,6 +48,7 @@ __all__ = [
     "GatewayHttp",
     "HttpReply",
     "Timeouts",
+    "basic_auth_header",
     "error_for_status",
     "map_client_errors",
     "parse_retry_after",
@@ -82,6 +85,8 @@ class HttpReply:
     status: int
     headers: Mapping[str, str]
     body: bytes = field(repr=False)
+    reason: str = ""
+    """The status line's text (some providers put their error message there)."""
 
     @property
     def text(self) -> str:
@@ -94,6 +99,12 @@ class HttpReply:
             return json.loads(self.body)
         except ValueError:
             return None
+
+
+def basic_auth_header(user: str, password: str) -> str:
+    """The value of an HTTP Basic ``Authorization`` (or ``Proxy-Authorization``) header."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def parse_retry_after(value: str | None, default_s: float = _DEFAULT_RETRY_AFTER_S) -> float:
@@ -236,7 +247,8 @@ class GatewayHttp:
         kwargs: dict[str, Any] = {"proxy": self.proxy.url}
         if self.proxy.username:
             password = self.proxy.password.get_secret_value() if self.proxy.password else ""
-            kwargs["proxy_auth"] = aiohttp.BasicAuth(self.proxy.username, password)
+            header = basic_auth_header(self.proxy.username, password)
+            kwargs["proxy_headers"] = {"Proxy-Authorization": header}
         return kwargs
 
     async def request(
@@ -248,7 +260,6 @@ class GatewayHttp:
         data: Mapping[str, str] | str | bytes | None = None,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
-        auth: aiohttp.BasicAuth | None = None,
     ) -> HttpReply:
         """Make one provider request and read the whole reply.
 
@@ -264,14 +275,14 @@ class GatewayHttp:
             retry=retry_if_exception(_never_reached_provider),
             stop=stop_after_attempt(self.timeouts.connect_attempts)
             | stop_after_delay(self.timeouts.deadline_s),
-            wait=wait_exponential_jitter(initial=0.1, max=2.0),
+            wait=wait_exponential(multiplier=0.1, max=2.0) + wait_random(0, 0.1),
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 return await self._request_once(
                     method, url, params=params, data=data, json_body=json_body,
-                    headers=headers, auth=auth,
+                    headers=headers,
                 )  # fmt: skip
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
@@ -284,7 +295,6 @@ class GatewayHttp:
         data: Mapping[str, str] | str | bytes | None,
         json_body: Any,
         headers: Mapping[str, str] | None,
-        auth: aiohttp.BasicAuth | None,
     ) -> HttpReply:
         async with (
             map_client_errors(self.gateway, url),
@@ -295,14 +305,14 @@ class GatewayHttp:
                 data=data,
                 json=json_body,
                 headers=headers,
-                auth=auth,
                 timeout=self.timeouts.client_timeout(),
                 allow_redirects=False,
                 **self._proxy_kwargs(),
             ) as response,
         ):
             body = await response.read()
-            return HttpReply(response.status, dict(response.headers), body)
+            reason = response.reason or ""
+            return HttpReply(response.status, dict(response.headers), body, reason=reason)
 
     async def probe(self, url: str, *, through_proxy_only: bool = False) -> CheckResult:
         """GET ``url`` and report whether the host (and the proxy) answered.

@@ -96,10 +96,20 @@ def push_receipt(
     form: dict[str, str] | None = None,
     json_body: dict[str, Any] | None = None,
     delay_s: float = 0.2,
+    url: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> None:
-    """POST a delivery receipt to the configured receipt URL, in the background."""
-    url = state_of(request).dlr_url
-    if not url:
+    """POST a delivery receipt in the background.
+
+    Args:
+        request: The send request the receipt is about.
+        form / json_body: The receipt, form-encoded or JSON.
+        delay_s: How long after the send it arrives.
+        url: Where to (a per-request callback URL); the sandbox's receipt URL when omitted.
+        headers: Extra headers, e.g. a provider's signature.
+    """
+    target = url or state_of(request).dlr_url
+    if not target:
         return
     app = request.app
 
@@ -107,7 +117,7 @@ def push_receipt(
         await asyncio.sleep(delay_s)
         session = app[DLR_SESSION]
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with session.post(url, data=form, json=json_body) as response:
+            async with session.post(target, data=form, json=json_body, headers=headers) as response:
                 await response.read()
 
     task = asyncio.get_running_loop().create_task(deliver())
