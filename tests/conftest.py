@@ -50,11 +50,14 @@ def sandbox_server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxServer]:
     """The sandbox with the default accounts and an empty inbox, faults and counters."""
-    sandbox_server.state.set_accounts(DEFAULT_ACCOUNTS)
-    sandbox_server.state.reset()
+    state = sandbox_server.state
+    state.set_accounts(DEFAULT_ACCOUNTS)
+    state.reset()
+    state.dlr_url = None
     yield sandbox_server
-    sandbox_server.state.reset()
-    sandbox_server.state.set_accounts(DEFAULT_ACCOUNTS)
+    state.reset()
+    state.set_accounts(DEFAULT_ACCOUNTS)
+    state.dlr_url = None
 
 
 @pytest.fixture
