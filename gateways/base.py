@@ -161,7 +161,7 @@ class SmsGateway(abc.ABC):
             return cls.Options.model_validate(account.options)
         except ValidationError as error:
             problems = "; ".join(
-                f"options.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                "options" + "".join(f".{part}" for part in item["loc"]) + f": {item['msg']}"
                 for item in error.errors()
             )
             raise ConfigurationError(
