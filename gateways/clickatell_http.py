@@ -135,6 +135,7 @@ class ClickatellHttpGateway(SmsGateway):
         field_names={
             "account_id": "API ID",
             "user_id": "user",
+            "password": "password",
             "sender": "from",
         },
         # concat allows "up to a maximum of 3" parts (Clickatell's HTTP API overview);

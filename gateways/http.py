@@ -241,14 +241,24 @@ class GatewayHttp:
         self.proxy = proxy
         self.timeouts = timeouts or Timeouts()
 
-    def _proxy_kwargs(self) -> dict[str, Any]:
+    def _proxy_kwargs(self, url: str, headers: Mapping[str, str] | None) -> dict[str, Any]:
+        """aiohttp arguments for the account's proxy, with its credentials where they belong.
+
+        aiohttp sends ``proxy_headers`` only on a CONNECT (``https`` targets). A plain
+        ``http`` request goes to the proxy as it is, so the credentials must ride in that
+        request's own headers; never for ``https``, where they would cross the tunnel to
+        the provider.
+        """
         if self.proxy is None:
-            return {}
-        kwargs: dict[str, Any] = {"proxy": self.proxy.url}
+            return {"headers": headers}
+        kwargs: dict[str, Any] = {"proxy": self.proxy.url, "headers": headers}
         if self.proxy.username:
             password = self.proxy.password.get_secret_value() if self.proxy.password else ""
-            header = basic_auth_header(self.proxy.username, password)
-            kwargs["proxy_headers"] = {"Proxy-Authorization": header}
+            credentials = {"Proxy-Authorization": basic_auth_header(self.proxy.username, password)}
+            if urlsplit(url).scheme == "https":
+                kwargs["proxy_headers"] = credentials
+            else:
+                kwargs["headers"] = {**(headers or {}), **credentials}
         return kwargs
 
     async def request(
@@ -304,10 +314,9 @@ class GatewayHttp:
                 params=params,
                 data=data,
                 json=json_body,
-                headers=headers,
                 timeout=self.timeouts.client_timeout(),
                 allow_redirects=False,
-                **self._proxy_kwargs(),
+                **self._proxy_kwargs(url, headers),
             ) as response,
         ):
             body = await response.read()

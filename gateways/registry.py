@@ -31,7 +31,12 @@ class GatewayEntry:
 
     def load(self) -> type[SmsGateway]:
         """Import the class and check it is a proper gateway registered under its own name."""
-        obj = EntryPoint(self.name, self.target, ENTRY_POINT_GROUP).load()
+        try:
+            obj = EntryPoint(self.name, self.target, ENTRY_POINT_GROUP).load()
+        except (ImportError, AttributeError) as error:
+            raise ConfigurationError(
+                f"gateway {self.name!r} ({self.target}) cannot be imported: {error}"
+            ) from error
         if not (isinstance(obj, type) and issubclass(obj, SmsGateway)):
             raise ConfigurationError(
                 f"gateway {self.name!r} ({self.target}) is not a subclass of SmsGateway"

@@ -170,7 +170,7 @@ def gateways_list(as_json: bool) -> None:
         row: dict[str, Any] = {"name": name, "source": entry.distribution, "target": entry.target}
         try:
             meta = entry.load().metadata
-        except (ConfigurationError, ImportError, AttributeError) as error:
+        except ConfigurationError as error:
             row.update(alias_of=None, description=None, error=str(error))
         else:
             alias_of = meta.name if name != meta.name else None
