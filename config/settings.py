@@ -90,6 +90,9 @@ class Settings(BaseSettings):
 
     lanes: Lanes = Lanes()
 
+    # Which registered gateway types may load (built-ins and plugins); all when unset.
+    gateways_enabled: frozenset[str] | None = None
+
     # Celery: how long a final result is kept, and the broker's redelivery timeout, which
     # must stay far above any retry countdown plus the longest task (see config/celery.py).
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

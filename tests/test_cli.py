@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from click.testing import CliRunner
 
 from config.settings import Settings
 from worker.cli import EXIT_INVALID, EXIT_OK, main
+from worker.redis_server import free_port
 
 
 @pytest.fixture
@@ -101,3 +106,65 @@ def test_console_script_is_installed() -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)[0]["valid"] is True
+
+
+def _wait_for(url: str, *, context: ssl.SSLContext | None = None) -> dict[str, object]:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as reply:
+                payload: dict[str, object] = json.loads(reply.read())
+                return payload
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_sandbox_command_serves_until_stopped(tmp_path: Path, tls: bool) -> None:
+    # Given `smsgw sandbox` started as a process on a free port (with TLS: a generated cert)
+    port = free_port()
+    script = Path(sys.executable).with_name("smsgw")
+    command = [str(script), "sandbox", "--port", str(port), "--latency-ms", "1"]
+    if tls:
+        command += ["--tls", "--tls-dir", str(tmp_path / "tls")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # When a client asks its health endpoint
+        scheme = "https" if tls else "http"
+        context = None
+        if tls:
+            certificate = tmp_path / "tls" / "sandbox-cert.pem"
+            deadline = time.monotonic() + 20
+            while not certificate.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            context = ssl.create_default_context(cafile=str(certificate))
+        health = _wait_for(f"{scheme}://127.0.0.1:{port}/_sandbox/health", context=context)
+        # Then it answers, and the latency given at start is in force
+        assert health == {"ok": True}
+        faults = _wait_for(f"{scheme}://127.0.0.1:{port}/_sandbox/faults", context=context)
+        assert faults["faults"] == [
+            {**faults["faults"][0], "provider": "*", "latency_ms": 1.0}  # type: ignore[index]
+        ]
+    finally:
+        process.terminate()
+        stdout, _ = process.communicate(timeout=20)
+    # And what it printed names the URL and the accounts, but no password
+    printed = stdout.decode()
+    assert f"{scheme}://127.0.0.1:{port}" in printed
+    assert "vonage" in printed and "sandbox1" in printed
+    assert "sandbox-secret" not in printed
+
+
+def test_gateways_list_shows_every_built_in(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["gateways", "list", "--json"])
+    assert result.exit_code == EXIT_OK
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    builtins = {
+        "vonage", "nexmo", "clickatell", "clickatell-http", "redoxygen", "bulletin", "twilio",
+        "webhook",
+    }  # fmt: skip
+    assert builtins <= set(rows)
+    assert all(rows[name]["error"] is None for name in builtins)
+    assert rows["nexmo"]["alias_of"] == "vonage"

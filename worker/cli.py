@@ -165,9 +165,15 @@ def gateways_list(as_json: bool) -> None:
         entries = discover()
     except ConfigurationError as error:
         raise click.ClickException(str(error)) from error
+    enabled = get_settings().gateways_enabled
     rows: list[dict[str, Any]] = []
     for name, entry in sorted(entries.items()):
-        row: dict[str, Any] = {"name": name, "source": entry.distribution, "target": entry.target}
+        row: dict[str, Any] = {
+            "name": name,
+            "source": entry.distribution,
+            "target": entry.target,
+            "enabled": enabled is None or name in enabled,
+        }
         try:
             meta = entry.load().metadata
         except ConfigurationError as error:
@@ -183,6 +189,8 @@ def gateways_list(as_json: bool) -> None:
     for row in rows:
         if row["error"]:
             description = f"[red]cannot load: {row['error']}[/red]"
+        elif not row["enabled"]:
+            description = f"[dim](not enabled) {row['description']}[/dim]"
         elif row["alias_of"]:
             description = f"alias of {row['alias_of']}"
         else:
@@ -197,7 +205,7 @@ def gateways_list(as_json: bool) -> None:
 def gateways_describe(name: str, as_json: bool) -> None:
     """Metadata, required fields, field mapping and options of gateway NAME."""
     try:
-        cls = load_gateway(name)
+        cls = load_gateway(name, get_settings().gateways_enabled)
     except ConfigurationError as error:
         _console().print(f"[red]{error}[/red]")
         raise SystemExit(EXIT_CONFIG) from error
