@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "DEFAULT_ALLOWED_NUMBER_TYPES",
+    "IdentityStoreLink",
     "Lanes",
     "NumberType",
     "Settings",
@@ -60,6 +61,13 @@ class Lanes(BaseModel):
         return (self.otp, self.default, self.bulk)
 
 
+class IdentityStoreLink(BaseModel):
+    """An identity store's gateway account and its region for national number formats."""
+
+    account: str | None = None
+    default_region: str | None = None
+
+
 class Settings(BaseSettings):
     """Every setting of smsgw. Secrets are ``SecretStr`` and never printed in clear."""
 
@@ -92,6 +100,30 @@ class Settings(BaseSettings):
 
     # Which registered gateway types may load (built-ins and plugins); all when unset.
     gateways_enabled: frozenset[str] | None = None
+
+    # Dispatch: retries, pacing and what to do when a send's outcome is unknown.
+    job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="how long a job is kept")
+    max_attempts: int = Field(default=8, ge=1, description="provider attempts per part")
+    retry_base_s: float = Field(default=2.0, gt=0, description="first retry backoff")
+    max_inline_wait_s: float = Field(
+        default=2.0, ge=0, description="rate-limit waits up to this are awaited, longer retried"
+    )
+    bulk_share: float = Field(default=0.8, gt=0, le=1, description="bulk's share of a rate")
+    rate_burst_s: float = Field(default=0.1, ge=0, description="burst, in seconds of rate")
+    resend_uncertain_lanes: frozenset[str] = Field(
+        default=frozenset(),
+        description="lanes that re-send a part whose outcome is unknown (timeout, crash)",
+    )
+    otp_ttl_s: float = Field(default=600, gt=0, description="default expiry of an otp job")
+    recipient_concurrency: int = Field(default=16, ge=1, description="sends at once per job")
+    provider_timeout_s: float = Field(default=15.0, gt=0, description="one provider call")
+    provider_connect_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Gateway accounts until the account store exists: raw mappings, validated by the
+    # gateway adapters (config never imports gateways).
+    accounts: list[dict[str, Any]] = Field(default_factory=list)
+    default_account: str | None = None
+    identity_stores: dict[str, IdentityStoreLink] = Field(default_factory=dict)
 
     # Celery: how long a final result is kept, and the broker's redelivery timeout, which
     # must stay far above any retry countdown plus the longest task (see config/celery.py).

@@ -1,18 +1,50 @@
 """Every Redis key smsgw writes, and how long each lives. Units are in the names.
 
-Keys hold ids and account names only: never a phone number, never a secret.
+Keys hold ids, account names and hashes only: never a phone number, never a secret.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 __all__ = [
     "PREFIX",
+    "REJECTED_MAX",
+    "job_key",
+    "parts_key",
     "ratelimit_key",
     "ratelimit_lane_key",
     "ratelimit_pause_key",
+    "reference_key",
+    "rejected_key",
 ]
 
 PREFIX = "sms"
+REJECTED_MAX = 10_000  # malformed broker messages kept for inspection, newest first
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def job_key(job_id: str) -> str:
+    """The stored job (JSON, access code encrypted); lives ``job_ttl_s``."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def parts_key(job_id: str) -> str:
+    """Hash of the job's per-part delivery state; lives as long as the job."""
+    return f"{PREFIX}:job:{job_id}:parts"
+
+
+def reference_key(reference_id: str) -> str:
+    """A producer's ``reference_id`` -> job id (hashed: references may hold personal data)."""
+    return f"{PREFIX}:ref:{_digest(reference_id)}"
+
+
+def rejected_key() -> str:
+    """List of broker messages that were not valid tasks, with the reason."""
+    return f"{PREFIX}:rejected"
 
 
 def ratelimit_key(account: str) -> str:

@@ -1,0 +1,165 @@
+"""Per-part delivery state in Redis: the authority that keeps redelivery from double-sending.
+
+Every (job, recipient, piece) is a *part*. Before a provider call the part is claimed
+atomically (one Lua script): a part already ``sent`` is never claimed again, and a part
+found ``sending`` was in flight when a worker died, so its outcome is lost: it becomes
+``unknown`` and is not re-sent, unless its lane's policy says to re-send (documented in
+the README). The state lives in one hash per job (``sms:job:{id}:parts``), three fields a
+part: ``<part>:s`` status, ``<part>:a`` attempts, ``<part>:d`` detail (JSON). Parts are
+named by a hash of the recipient and the piece number, so no number is spelled out in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from gateways.errors import SmsError
+from worker.keys import parts_key
+from worker.models import DeliveryStatus
+
+__all__ = ["Claim", "DeliveryState", "PartRef", "PartState"]
+
+# KEYS[1] the job's parts hash
+# ARGV[1] part name, ARGV[2] "1" to re-send a part whose outcome was lost, ARGV[3] TTL s,
+# ARGV[4] detail JSON recorded when a lost outcome becomes unknown
+# Returns {claimed (1/0), status, attempts}
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], ARGV[1] .. ':s')
+if status == 'sending' then
+  if ARGV[2] ~= '1' then
+    redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'unknown', ARGV[1] .. ':d', ARGV[4])
+    return {0, 'unknown', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0')}
+  end
+elseif status and status ~= 'retrying' and status ~= 'queued' then
+  return {0, status, tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0')}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':a', 1)
+redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'sending')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, 'sending', attempts}
+"""
+
+LOST_OUTCOME = (
+    "the outcome of this send was lost (a worker stopped while the provider call was in "
+    "flight); not re-sent, to avoid a duplicate"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartRef:
+    """One piece for one recipient."""
+
+    recipient: str  # E.164
+    piece: int
+
+    @property
+    def name(self) -> str:
+        """The part's name in the state hash: a hash of the number, then the piece."""
+        digest = hashlib.sha256(self.recipient.encode()).hexdigest()[:16]
+        return f"{digest}:{self.piece}"
+
+
+@dataclass(slots=True)
+class PartState:
+    """What is known about one part."""
+
+    status: DeliveryStatus
+    attempts: int = 0
+    provider_ids: list[str] = field(default_factory=list)
+    segments: int = 0
+    error_class: str | None = None
+    reason: str | None = None
+
+    def detail_json(self) -> str:
+        """The JSON stored in the ``<part>:d`` field."""
+        return json.dumps(
+            {
+                "ids": self.provider_ids,
+                "segments": self.segments,
+                "error_class": self.error_class,
+                "reason": self.reason,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to a claim: whether this worker may send the part now."""
+
+    claimed: bool
+    status: DeliveryStatus
+    attempts: int
+
+
+class DeliveryState:
+    """The delivery state of one job's parts.
+
+    Args:
+        redis: The state store (``decode_responses=True``).
+        job_id: The job.
+        ttl_s: How long the state is kept after the last change.
+    """
+
+    def __init__(self, redis: Redis, job_id: str, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._key = parts_key(job_id)
+        self._ttl_s = ttl_s
+        self._claim = redis.register_script(_CLAIM)
+
+    async def load(self) -> dict[str, PartState]:
+        """Every part's state, by part name."""
+        raw = await self._redis.hgetall(self._key)
+        states: dict[str, PartState] = {}
+        for raw_key, raw_value in raw.items():
+            key, value = _text(raw_key), _text(raw_value)
+            name, _, kind = key.rpartition(":")
+            state = states.setdefault(name, PartState(DeliveryStatus.QUEUED))
+            if kind == "s":
+                state.status = DeliveryStatus(value)
+            elif kind == "a":
+                state.attempts = int(value)
+            elif kind == "d":
+                detail = json.loads(value)
+                state.provider_ids = list(detail.get("ids") or [])
+                state.segments = int(detail.get("segments") or 0)
+                state.error_class = detail.get("error_class")
+                state.reason = detail.get("reason")
+        return states
+
+    async def claim(self, part: PartRef, *, resend_uncertain: bool) -> Claim:
+        """Atomically take the part for sending, unless it is already settled."""
+        lost = PartState(DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME)
+        claimed, status, attempts = await self._claim(
+            keys=[self._key],
+            args=[part.name, "1" if resend_uncertain else "0", self._ttl_s, lost.detail_json()],
+        )
+        return Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts))
+
+    async def settle(self, part: PartRef, state: PartState) -> None:
+        """Record the part's new status and detail (the claim holder's outcome)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._key,
+                mapping={
+                    f"{part.name}:s": state.status.value,
+                    f"{part.name}:d": state.detail_json(),
+                },
+            )
+            pipe.expire(self._key, self._ttl_s)
+            await pipe.execute()
+
+    async def settle_error(
+        self, part: PartRef, status: DeliveryStatus, error: SmsError, *, reason: str | None = None
+    ) -> PartState:
+        """Record a failure of the part with the error's class and message."""
+        state = PartState(status, error_class=type(error).__name__, reason=reason or str(error))
+        await self.settle(part, state)
+        return state
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

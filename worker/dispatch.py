@@ -1,0 +1,458 @@
+"""The pipeline: from a stored job to its one final ``SendSmsMessageResult``. No Celery here.
+
+Per job, :meth:`Dispatcher.dispatch`:
+
+1. loads the job (missing or malformed: a failed result naming why);
+2. checks expiry (an expired part is recorded ``expired`` and never sent);
+3. validates (refused recipients are ``failed_permanent`` with their reason; the rest go);
+4. resolves the account (explicit > identity store > default);
+5. renders the code into the text and cuts it into pieces per ``max_length``;
+6. sends each recipient's pieces in order, recipients concurrently: rate-limit tokens
+   first (per segment, lane share for bulk), then an atomic claim of the part, then the
+   adapter call, then the part's outcome;
+7. answers :class:`Finished` with the result, or :class:`RetryLater` with a countdown when
+   some part must be tried again (transient failure, throttle, long rate-limit wait).
+
+Every failure kind has one owner: the adapter's HTTP layer retries only connections that
+never opened; this module decides everything else, and the Celery task only turns
+``RetryLater`` into ``self.retry(countdown=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gateways.base import SmsGateway
+from gateways.errors import (
+    AccountRejected,
+    ConfigurationError,
+    PermanentGatewayError,
+    RateLimited,
+    SmsError,
+    TransientGatewayError,
+)
+from gateways.http import Timeouts
+from gateways.models import GatewayAccount, OutboundSms
+from gateways.registry import load_gateway
+from worker.accounts import AccountDirectory, NoAccount
+from worker.crypto import Cipher, DecryptionFailed
+from worker.delivery import DeliveryState, PartRef, PartState
+from worker.jobs import JobRecord
+from worker.keys import job_key
+from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
+from worker.ratelimit import AccountRate, RateLimiter
+from worker.results import job_failure, recipient_result, rejected_result, summarise
+from worker.segmentation import Segmentation, segment, split_pieces
+
+__all__ = ["Dispatcher", "Finished", "RetryLater"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The job is settled; this is its final result."""
+
+    result: SendSmsMessageResult
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Some parts must be tried again after ``countdown_s`` seconds."""
+
+    countdown_s: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    text: str
+    counted: Segmentation
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """A recipient stopped early and wants another try (after ``after_s``, if known)."""
+
+    after_s: float | None
+    reason: str
+
+
+@dataclass(slots=True)
+class _Job:
+    """Everything one dispatch of one job needs."""
+
+    record: JobRecord
+    message: ShortMessage
+    account: GatewayAccount
+    gateway: SmsGateway
+    pieces: list[_Piece]
+    delivery: DeliveryState
+    deadline: datetime | None
+    resend_uncertain: bool
+
+
+class Dispatcher:
+    """Runs jobs through the pipeline; one per worker process, shared by its tasks.
+
+    Args:
+        redis: The state store (``decode_responses=True``).
+        session: The process's shared HTTP session.
+        settings: Settings in force.
+        accounts: Where jobs' accounts are resolved.
+        cipher: Decrypts stored access codes.
+        clock: The current time (tests pass a fixed one).
+    """
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        accounts: AccountDirectory,
+        cipher: Cipher,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._redis = redis
+        self._session = session
+        self._settings = settings
+        self._accounts = accounts
+        self._cipher = cipher
+        self._clock = clock
+        self._limiter = RateLimiter(redis, limited_lanes=frozenset({settings.lanes.bulk}))
+        self._gateways: dict[str, tuple[GatewayAccount, SmsGateway]] = {}
+        self._timeouts = Timeouts(
+            connect_s=settings.provider_connect_timeout_s,
+            total_s=settings.provider_timeout_s,
+            deadline_s=settings.provider_timeout_s + settings.provider_connect_timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        """Release the adapters (the session and Redis belong to the caller)."""
+        for _, gateway in self._gateways.values():
+            await gateway.aclose()
+        self._gateways.clear()
+
+    # --- the job -------------------------------------------------------------------------
+
+    async def dispatch(self, job_id: str, *, attempt: int = 0) -> Finished | RetryLater:
+        """Take the job as far as it can go now.
+
+        Args:
+            job_id: The stored job's id.
+            attempt: How many times this job was retried already (Celery's count).
+        """
+        started_at = self._clock()
+        raw = await self._redis.get(job_key(job_id))
+        if raw is None:
+            return Finished(job_failure(job_id, "job not found: it expired or was never stored"))
+        try:
+            record = JobRecord.model_validate_json(raw)
+        except ValidationError as error:
+            fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in error.errors()}))
+            reason = f"malformed job record ({error.error_count()} problem(s): {fields})"
+            return Finished(job_failure(job_id, reason, started_at=started_at))
+        try:
+            message = record.short_message(self._cipher)
+        except (DecryptionFailed, ValidationError) as error:
+            reason = str(error) if isinstance(error, DecryptionFailed) else "malformed message"
+            return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
+        return await self._dispatch(record, message, attempt, started_at)
+
+    async def _dispatch(
+        self, record: JobRecord, message: ShortMessage, attempt: int, started_at: datetime
+    ) -> Finished | RetryLater:
+        redacted = record.redacted_message()
+        try:
+            resolved = await self._accounts.resolve(record.account, record.identity_store)
+        except NoAccount as error:
+            check = message.check(
+                default_region=self._settings.default_region,
+                allowed_types=self._settings.allowed_number_types,
+                max_parts=self._settings.max_parts,
+            )
+            return self._everyone_failed(record, redacted, check.recipients, error, started_at)
+        check = message.check(
+            default_region=resolved.default_region,
+            allowed_types=self._settings.allowed_number_types,
+            max_parts=self._settings.max_parts,
+        )
+        rejected = [rejected_result(error) for error in check.rejected]
+        account = resolved.account
+        if check.problems:
+            reason = "; ".join(str(problem) for problem in check.problems)
+            failure = ConfigurationError(reason)
+            return self._everyone_failed(
+                record, redacted, check.recipients, failure, started_at, rejected, "InvalidMessage"
+            )
+        try:
+            gateway = self._gateway(account)
+            pieces = self._pieces(message, gateway)
+        except (ConfigurationError, PermanentGatewayError) as error:
+            return self._everyone_failed(
+                record, redacted, check.recipients, error, started_at, rejected
+            )
+        job = _Job(
+            record=record,
+            message=message,
+            account=account,
+            gateway=gateway,
+            pieces=pieces,
+            delivery=DeliveryState(self._redis, record.id, ttl_s=self._settings.job_ttl_s),
+            deadline=message.expiry(record.enqueued_at),
+            resend_uncertain=record.lane in self._settings.resend_uncertain_lanes,
+        )
+        waits = await self._send_all(job, check.recipients)
+        if waits:
+            retry = await self._retry_or_give_up(job, check.recipients, waits, attempt)
+            if retry is not None:
+                return retry
+        states = await job.delivery.load()
+        results = [recipient_result(r, len(pieces), states) for r in check.recipients]
+        return Finished(
+            summarise(
+                record,
+                redacted,
+                [*results, *rejected],
+                gateway=gateway.metadata.name,
+                account=account.name,
+                started_at=started_at,
+            )
+        )
+
+    def _everyone_failed(
+        self,
+        record: JobRecord,
+        redacted: ShortMessage,
+        recipients: tuple[str, ...],
+        error: SmsError,
+        started_at: datetime,
+        rejected: list[RecipientResult] | None = None,
+        error_class: str | None = None,
+    ) -> Finished:
+        failed = [
+            RecipientResult(
+                phone_number=recipient,
+                status=DeliveryStatus.FAILED_PERMANENT,
+                error_class=error_class or type(error).__name__,
+                reason=str(error),
+            )
+            for recipient in recipients
+        ]
+        everyone = [*failed, *(rejected or [])]
+        if not everyone:
+            return Finished(job_failure(record.id, str(error), record=record, message=redacted))
+        return Finished(
+            summarise(record, redacted, everyone, gateway=None, account=None, started_at=started_at)
+        )
+
+    def _gateway(self, account: GatewayAccount) -> SmsGateway:
+        cached = self._gateways.get(account.name)
+        if cached is not None and cached[0] == account:
+            return cached[1]
+        cls = load_gateway(account.gateway, self._settings.gateways_enabled)
+        gateway = cls(account, self._session, timeouts=self._timeouts)
+        self._gateways[account.name] = (account, gateway)
+        return gateway
+
+    def _pieces(self, message: ShortMessage, gateway: SmsGateway) -> list[_Piece]:
+        code = message.access_code.get_secret_value() if message.access_code else None
+        texts = split_pieces(
+            message.render(), message.max_length, keep_whole=(code,) if code else ()
+        )
+        pieces = [_Piece(text, segment(text)) for text in texts]
+        caps = gateway.metadata.capabilities
+        name = gateway.metadata.name
+        if not caps.unicode and any(p.counted.encoding == "UCS-2" for p in pieces):
+            raise PermanentGatewayError(
+                f"{name}: cannot send UCS-2 text; the message has characters outside GSM-7",
+                gateway=name,
+                request_sent=False,
+            )
+        widest = max((p.counted.segments for p in pieces), default=0)
+        if widest > caps.max_segments:
+            raise PermanentGatewayError(
+                f"{name}: a piece needs {widest} SMS segments, more than the {caps.max_segments} "
+                "this gateway accepts; lower max_length",
+                gateway=name,
+                request_sent=False,
+            )
+        return pieces
+
+    # --- sending ---------------------------------------------------------------------------
+
+    async def _send_all(self, job: _Job, recipients: tuple[str, ...]) -> list[_Wait]:
+        states = await job.delivery.load()
+        limit = asyncio.Semaphore(self._settings.recipient_concurrency)
+
+        async def one(recipient: str) -> _Wait | None:
+            async with limit:
+                return await self._send_recipient(job, recipient, states)
+
+        outcomes = await asyncio.gather(*(one(r) for r in recipients))
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _send_recipient(
+        self, job: _Job, recipient: str, states: dict[str, PartState]
+    ) -> _Wait | None:
+        for index, piece in enumerate(job.pieces):
+            part = PartRef(recipient, index)
+            known = states.get(part.name)
+            if known is not None and known.status == DeliveryStatus.SENT:
+                continue
+            if known is not None and known.status.is_final:
+                return None
+            if job.deadline is not None and self._clock() >= job.deadline:
+                await job.delivery.settle(
+                    part, PartState(DeliveryStatus.EXPIRED, reason="expired before it was sent")
+                )
+                return None
+            waited = await self._take_tokens(job, piece.counted.segments)
+            if waited is not None:
+                return waited
+            claim = await job.delivery.claim(part, resend_uncertain=job.resend_uncertain)
+            if not claim.claimed:
+                if claim.status == DeliveryStatus.SENT:
+                    continue
+                return None
+            outcome = await self._send_part(job, recipient, index, piece, part, claim.attempts)
+            if isinstance(outcome, _Wait):
+                return outcome
+            if not outcome:
+                return None
+        return None
+
+    async def _take_tokens(self, job: _Job, segments: int) -> _Wait | None:
+        """Wait for the account's rate limit briefly in-loop; a longer wait is a retry."""
+        rate = self._rate(job)
+        while True:
+            decision = await self._limiter.acquire(
+                job.account.name, rate, lane=job.record.lane, cost=segments
+            )
+            if decision.allowed:
+                return None
+            wait_s = decision.retry_after_s
+            too_late = job.deadline is not None and (
+                self._clock().timestamp() + wait_s >= job.deadline.timestamp()
+            )
+            if wait_s > self._settings.max_inline_wait_s or too_late:
+                return _Wait(wait_s, f"rate limit of account {job.account.name!r}")
+            await asyncio.sleep(wait_s)
+
+    def _rate(self, job: _Job) -> AccountRate:
+        rate_per_s = job.account.rate_per_s or job.gateway.metadata.capabilities.default_rate_per_s
+        burst = max(1.0, rate_per_s * self._settings.rate_burst_s)
+        return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=self._settings.bulk_share)
+
+    async def _send_part(
+        self, job: _Job, recipient: str, index: int, piece: _Piece, part: PartRef, attempts: int
+    ) -> _Wait | bool:
+        """One provider call for a claimed part.
+
+        Returns:
+            True when sent; False when the part settled as failed (the recipient stops);
+            a wait when it must be tried again later.
+        """
+        sms = OutboundSms(
+            to=recipient,
+            text=piece.text,
+            encoding=piece.counted.encoding,
+            segments=piece.counted.segments,
+            sender=job.account.sender,
+            client_ref=f"{job.record.id}:{index}",
+        )
+        delivery = job.delivery
+        try:
+            receipt = await job.gateway.send(sms)
+        except RateLimited as error:
+            await self._limiter.pause(job.account.name, error.retry_after_s)
+            await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
+            return _Wait(error.retry_after_s, str(error))
+        except TransientGatewayError as error:
+            uncertain = error.request_sent and error.http_status is None
+            if uncertain and not job.resend_uncertain:
+                reason = f"{error}; not re-sent, to avoid a duplicate"
+                await delivery.settle_error(part, DeliveryStatus.UNKNOWN, error, reason=reason)
+                return False
+            if attempts >= self._settings.max_attempts:
+                reason = f"{error} (gave up after {attempts} attempts)"
+                await delivery.settle_error(
+                    part, DeliveryStatus.FAILED_EXHAUSTED, error, reason=reason
+                )
+                return False
+            await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
+            return _Wait(None, str(error))
+        except (AccountRejected, PermanentGatewayError) as error:
+            await delivery.settle_error(part, DeliveryStatus.FAILED_PERMANENT, error)
+            return False
+        segments = receipt.segments or piece.counted.segments
+        await delivery.settle(
+            part,
+            PartState(
+                DeliveryStatus.SENT,
+                attempts=attempts,
+                provider_ids=list(receipt.provider_message_ids),
+                segments=segments,
+            ),
+        )
+        return True
+
+    # --- retries ---------------------------------------------------------------------------
+
+    async def _retry_or_give_up(
+        self, job: _Job, recipients: tuple[str, ...], waits: list[_Wait], attempt: int
+    ) -> RetryLater | None:
+        hinted = [w.after_s for w in waits if w.after_s is not None]
+        backoff_s = min(
+            self._settings.retry_base_s * 2**attempt, float(self._settings.max_retry_countdown_s)
+        )
+        backoff_s *= random.uniform(0.5, 1.0)  # jitter: retries of many jobs spread out
+        countdown_s = min(
+            max([backoff_s, *hinted]) if hinted else backoff_s,
+            float(self._settings.max_retry_countdown_s),
+        )
+        now = self._clock()
+        if job.deadline is not None and now.timestamp() + countdown_s >= job.deadline.timestamp():
+            await self._settle_open_parts(
+                job, recipients, DeliveryStatus.EXPIRED, "expired while waiting to be retried"
+            )
+            return None
+        if attempt + 1 >= self._settings.max_attempts * 5:
+            await self._settle_open_parts(
+                job,
+                recipients,
+                DeliveryStatus.FAILED_EXHAUSTED,
+                f"gave up after {attempt + 1} tries of the job ({waits[0].reason})",
+            )
+            return None
+        return RetryLater(countdown_s, waits[0].reason)
+
+    async def _settle_open_parts(
+        self, job: _Job, recipients: tuple[str, ...], status: DeliveryStatus, reason: str
+    ) -> None:
+        states = await job.delivery.load()
+        for recipient in recipients:
+            for index in range(len(job.pieces)):
+                part = PartRef(recipient, index)
+                known = states.get(part.name)
+                if known is None or not known.status.is_final:
+                    error_class = known.error_class if known else None
+                    await job.delivery.settle(
+                        part,
+                        PartState(
+                            status,
+                            attempts=known.attempts if known else 0,
+                            error_class=error_class,
+                            reason=f"{reason}; last error: {known.reason}"
+                            if known and known.reason
+                            else reason,
+                        ),
+                    )
