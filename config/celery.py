@@ -17,14 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config.settings import Settings
 
 __all__ = ["celery_config", "check_timeouts"]
-
-# The longest a send task may run: the provider timeout plus the connect retries, rounded up.
-TASK_TIME_LIMIT_S = 120
 
 
 def check_timeouts(settings: Settings) -> None:
@@ -34,12 +31,12 @@ def check_timeouts(settings: Settings) -> None:
         ValueError: ``visibility_timeout_s`` is not at least twice the longest countdown
             plus the task time limit.
     """
-    needed_s = 2 * (settings.max_retry_countdown_s + TASK_TIME_LIMIT_S)
+    needed_s = 2 * (settings.max_retry_countdown_s + settings.task_time_limit_s)
     if settings.visibility_timeout_s < needed_s:
         raise ValueError(
             f"visibility_timeout_s {settings.visibility_timeout_s} is too short: it must be at "
             f"least {needed_s} (twice max_retry_countdown_s {settings.max_retry_countdown_s} "
-            f"plus the task time limit {TASK_TIME_LIMIT_S}), or tasks are delivered twice"
+            f"plus task_time_limit_s {settings.task_time_limit_s}), or tasks are delivered twice"
         )
 
 
@@ -61,12 +58,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": False,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_time_limit": TASK_TIME_LIMIT_S,
+        "task_time_limit": settings.task_time_limit_s,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": lanes.default,
-        "task_queues": [Queue(name) for name in lanes.names()],
+        # One direct exchange per lane, bound by the lane's own key: a message published to
+        # a lane lands in that lane's queue only.
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in lanes.names()
+        ],
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
     }

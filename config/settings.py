@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
     max_retry_countdown_s: int = Field(default=900, ge=1)
+    task_time_limit_s: int = Field(default=120, ge=1, description="hard limit of one task")
 
     # Encrypts access codes and account secrets at rest (Fernet key).
     secret_key: SecretStr | None = None

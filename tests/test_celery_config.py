@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.celery import TASK_TIME_LIMIT_S, celery_config, check_timeouts
+from config.celery import celery_config, check_timeouts
 from config.settings import Settings
 
 
@@ -21,7 +21,14 @@ def test_json_only_late_acks_prefetch_one_and_events() -> None:
 def test_one_queue_per_lane() -> None:
     settings = Settings.model_validate({"lanes": {"otp": "codes", "bulk": "campaigns"}})
     config = celery_config(settings)
-    assert [queue.name for queue in config["task_queues"]] == ["codes", "default", "campaigns"]
+    queues = config["task_queues"]
+    assert [queue.name for queue in queues] == ["codes", "default", "campaigns"]
+    # each lane has its own exchange and key, so a message reaches one queue only
+    assert [(q.exchange.name, q.routing_key) for q in queues] == [
+        ("codes", "codes"),
+        ("default", "default"),
+        ("campaigns", "campaigns"),
+    ]
     assert config["task_default_queue"] == "default"
 
 
@@ -29,7 +36,7 @@ def test_visibility_timeout_outlasts_any_countdown_and_task() -> None:
     settings = Settings()
     config = celery_config(settings)
     timeout_s = config["broker_transport_options"]["visibility_timeout"]
-    assert timeout_s >= 2 * (settings.max_retry_countdown_s + TASK_TIME_LIMIT_S)
+    assert timeout_s >= 2 * (settings.max_retry_countdown_s + settings.task_time_limit_s)
 
 
 def test_a_too_short_visibility_timeout_is_refused_with_the_numbers() -> None:
