@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint format typecheck test bench all clean
+.PHONY: install demo dev lint format typecheck test bench all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The local stack (Redis, sandbox, workers, Flower) with four example jobs, then teardown.
+demo: $(STAMP)
+	$(BIN)/smsgw demo
+
+# The local stack until Ctrl-C; `set -a; . .smsgw/dev.env; set +a` in another shell to use it.
+dev: $(STAMP)
+	$(BIN)/smsgw dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -46,6 +46,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     lanes = settings.lanes
     return {
         "broker_url": settings.broker_url.get_secret_value(),
+        # kombu's Redis transport that records garbage on a queue instead of dying on it.
+        "broker_transport": "worker.transport:Transport",
         "result_backend": settings.result_backend_url.get_secret_value(),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},

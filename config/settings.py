@@ -77,6 +77,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"
@@ -121,14 +122,14 @@ class Settings(BaseSettings):
 
     # Gateway accounts until the account store exists: raw mappings, validated by the
     # gateway adapters (config never imports gateways).
-    accounts: list[dict[str, Any]] = Field(default_factory=list)
+    accounts: list[dict[str, Any]] = Field(default_factory=list, repr=False)
     default_account: str | None = None
     identity_stores: dict[str, IdentityStoreLink] = Field(default_factory=dict)
 
     # Celery: how long a final result is kept, and the broker's redelivery timeout, which
     # must stay far above any retry countdown plus the longest task (see config/celery.py).
     result_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
-    visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
+    visibility_timeout_s: int = Field(default=6 * 3600, ge=10)
     max_retry_countdown_s: int = Field(default=900, ge=1)
     task_time_limit_s: int = Field(default=120, ge=1, description="hard limit of one task")
 

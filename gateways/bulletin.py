@@ -1,9 +1,10 @@
 """Bulletin Connect: ``POST /api/1/sms/out`` with form fields, answered by HTTP status only.
 
-Success is ``204 No Content``: Bulletin returns no id of its own but echoes the client's
-``messageId`` (as ``inReplyToId``) in the receipts it serves for polling, so the
-``messageId`` we send *is* the message id in the receipt. Choices made where Bulletin's
-documentation is silent, each marked *[choice]* below:
+Success is ``204 No Content``; any other 2xx is taken as success too *[choice]*, since
+Bulletin answers by status alone and a 2xx says the message was taken. Bulletin returns no
+id of its own but echoes the client's ``messageId`` (as ``inReplyToId``) in the receipts it
+serves for polling, so the ``messageId`` we send *is* the message id in the receipt.
+Choices made where Bulletin's documentation is silent, each marked *[choice]* below:
 
 * **messageId.** ``client_ref`` when it fits Bulletin's 36 characters; a longer one becomes a
   UUID derived from it (the same piece always gets the same id); none gets a random UUID.
@@ -13,22 +14,23 @@ documentation is silent, each marked *[choice]* below:
 * **Throttling.** Bulletin documents no rate limit. A ``429``, or a ``503`` with
   ``Retry-After``, is taken as a throttle and honours ``Retry-After``; our sandbox answers
   ``429`` (invented).
-* **Error text.** Bulletin puts it in the HTTP status line or an HTML ``<h1>``; the status
-  line is not kept by the HTTP layer, so the ``<h1>`` is read. A ``400`` whose text names
-  the destination is a rejected recipient.
+* **Error text.** Bulletin puts it in the HTTP status line or an HTML ``<h1>``: the
+  ``<h1>`` (or a short plain body) is read, else the status line's text
+  (:attr:`HttpReply.reason`). A ``400`` whose text names the destination is a rejected
+  recipient.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from typing import ClassVar, Final
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
-from gateways.encoding import segment
 from gateways.errors import (
     AccountRejected,
     GatewayError,
@@ -36,9 +38,11 @@ from gateways.errors import (
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status, parse_retry_after
 from gateways.models import CheckResult, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["HTTP_STATUSES", "UNICODE_CONTENT_TYPE", "BulletinGateway"]
 
@@ -111,14 +115,13 @@ class BulletinGateway(SmsGateway):
             TransientGatewayError: Network trouble or a 5xx (``RateLimited`` when throttled).
         """
         message_id = message_id_for(sms.client_ref)
-        counted = segment(sms.text)
         form = {
             "userId": self.account.user_id or "",
             "password": self.account.secret("password") or "",
             "to": sms.to_digits,
             "body": sms.text,
             "messageId": message_id,
-            "fragmentationLimit": str(max(1, sms.segments, counted.segments)),
+            "fragmentationLimit": str(sms.segments),
         }
         rate_code = self.options.rate_code if isinstance(self.options, BulletinOptions) else None
         sender = sms.sender or self.sender
@@ -126,12 +129,12 @@ class BulletinGateway(SmsGateway):
             form["rateCode"] = rate_code
         elif sender:
             form["from"] = sender
-        if sms.encoding == "UCS-2" or counted.encoding == "UCS-2":
+        if sms.encoding == "UCS-2":
             form["contentType"] = UNICODE_CONTENT_TYPE
         reply = await self.http.request("POST", f"{self.base_url}/api/1/sms/out", data=form)
-        if reply.status != 204:
-            raise error_for_send(reply)
-        return SendReceipt(provider_message_ids=(message_id,), segments=counted.segments)
+        if not 200 <= reply.status < 300:
+            raise error_for_send(reply, secrets=(form["password"], sms.text))
+        return SendReceipt(provider_message_ids=(message_id,), segments=sms.segments)
 
     async def test_credentials(self) -> CheckResult:
         """Ask for the queue depth (``GET /api/1/sms/queue``): read-only, needs valid credentials.
@@ -148,7 +151,7 @@ class BulletinGateway(SmsGateway):
                 "GET", f"{self.base_url}/api/1/sms/queue", params=params
             )
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         if reply.status == 200:
             counts = parse_qs(reply.text)
             receipts = counts.get("statusCount", ["?"])[0]
@@ -159,7 +162,7 @@ class BulletinGateway(SmsGateway):
                 f"{replies} reply(ies) waiting",
                 details={"statusCount": receipts, "inCount": replies},
             )
-        refused = str(error_for_send(reply)).removeprefix(f"{_NAME}: ")
+        refused = error_for_send(reply, secrets=(params["password"],)).reason
         return CheckResult(False, f"credentials not confirmed: queue endpoint answered {refused}")
 
 
@@ -180,23 +183,31 @@ def error_text(reply: HttpReply) -> str:
     return " ".join(_TAG.sub(" ", raw).split())[:_MAX_TEXT_IN_ERROR]
 
 
-def error_for_send(reply: HttpReply) -> GatewayError:
-    """The error a non-204 reply of Bulletin means."""
+def error_for_send(reply: HttpReply, *, secrets: Iterable[str] = ()) -> GatewayError:
+    """The error a non-2xx reply of Bulletin means.
+
+    Args:
+        reply: The reply.
+        secrets: Values the error text must not carry (the password, the message text).
+    """
     status = reply.status
-    said = error_text(reply)
-    detail = f"{_NAME}: HTTP {status}" + (f" ({said})" if said else "")
+    said = error_text(reply) or reply.reason
+    shown = provider_text(said, secrets=secrets, limit=_MAX_TEXT_IN_ERROR)
+    detail = f"{_NAME}: HTTP {status}" + (f" ({shown})" if shown else "")
     retry_after = reply.headers.get("Retry-After")
+    error_class: type[GatewayError]
     if status == 429 or (status == 503 and retry_after):
-        return RateLimited(
-            detail,
-            gateway=_NAME,
-            http_status=status,
-            retry_after_s=parse_retry_after(retry_after),
-        )
-    known = HTTP_STATUSES.get(status)
-    if known is None:
+        error_class = RateLimited
+    elif status in HTTP_STATUSES:
+        error_class = HTTP_STATUSES[status][0]
+    else:
         return error_for_status(reply, _NAME, "Bulletin")
-    error_class, _meaning = known
     if status == 400 and _NAMES_DESTINATION.search(said):
         error_class = RecipientRejected
-    return error_class(detail, gateway=_NAME, http_status=status)
+    return error_from_rule(
+        error_class,
+        detail,
+        gateway=_NAME,
+        http_status=status,
+        retry_after_s=parse_retry_after(retry_after),
+    )

@@ -12,19 +12,23 @@ on its text (``_TEXT_CODES``) and then classified through the same table.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status, parse_retry_after
 from gateways.models import CheckResult, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["ClickatellGateway"]
 
@@ -132,6 +136,10 @@ class ClickatellGateway(SmsGateway):
             "Accept": "application/json",
         }
 
+    def _secrets(self, sms: OutboundSms | None = None) -> tuple[str, ...]:
+        """What a reply must never quote into an error: the API key and the message text."""
+        return (self.account.secret("password") or "", sms.text if sms else "")
+
     async def send(self, sms: OutboundSms) -> SendReceipt:
         """POST one message to ``/messages`` and return its ``apiMessageId``.
 
@@ -140,6 +148,8 @@ class ClickatellGateway(SmsGateway):
             TransientGatewayError: Errors 18/19, 5xx, network trouble.
             RecipientRejected: Errors 25-28 (invalid, opted-out or unreachable number).
             AccountRejected: Errors 1/2/3/7/20/38/39, HTTP 401.
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a 2xx reply that
+                cannot be read or accepts the message without an ``apiMessageId``).
             PermanentGatewayError: Anything else.
         """
         body: dict[str, Any] = {"content": sms.text, "to": [sms.to_digits], "charset": "UTF-8"}
@@ -152,28 +162,30 @@ class ClickatellGateway(SmsGateway):
             "POST", f"{self.base_url}/messages", json_body=body, headers=self._headers()
         )
         data = reply.json()
+        secrets = self._secrets(sms)
         if not 200 <= reply.status < 300:
-            raise self._request_error(reply, data)
+            raise self._request_error(reply, data, secrets)
         messages = data.get("messages") if isinstance(data, dict) else None
         entry = messages[0] if isinstance(messages, list) and messages else None
         if not isinstance(entry, dict):
             if isinstance(data, dict) and (data.get("errorCode") or data.get("error")):
-                raise self._request_error(reply, data)
-            raise PermanentGatewayError(
-                f"{_NAME}: unreadable reply to a send (HTTP {reply.status})",
-                gateway=_NAME,
-                http_status=reply.status,
-            )
+                raise self._request_error(reply, data, secrets)
+            raise _outcome_unknown(reply, "no message entry")
         message_id = entry.get("apiMessageId")
-        if entry.get("accepted") is True and isinstance(message_id, str) and message_id:
-            return SendReceipt(provider_message_ids=(message_id,))
+        if entry.get("accepted") is True:
+            if isinstance(message_id, str) and message_id:
+                return SendReceipt(provider_message_ids=(message_id,))
+            raise _outcome_unknown(reply, "accepted without an apiMessageId")
         raise self._classify(
             reply,
             _code_of(entry.get("errorCode")),
             _text_of(entry.get("error"), entry.get("errorDescription")),
+            secrets,
         )
 
-    def _request_error(self, reply: HttpReply, data: Any) -> GatewayError:
+    def _request_error(
+        self, reply: HttpReply, data: Any, secrets: Iterable[str] = ()
+    ) -> GatewayError:
         """The error of a whole request: top-level ``errorCode``/``error``, else the status."""
         code: int | None = None
         text: str | None = None
@@ -189,10 +201,12 @@ class ClickatellGateway(SmsGateway):
             code = 1  # the key is wrong whatever the body says
         if code is None and text is None:
             return error_for_status(reply, _NAME)
-        return self._classify(reply, code, text)
+        return self._classify(reply, code, text, secrets)
 
     @staticmethod
-    def _classify(reply: HttpReply, code: int | None, text: str | None) -> GatewayError:
+    def _classify(
+        reply: HttpReply, code: int | None, text: str | None, secrets: Iterable[str] = ()
+    ) -> GatewayError:
         """One error from a provider code (or, without one, its error text)."""
         if code is None and text is not None:
             lowered = text.lower()
@@ -200,11 +214,12 @@ class ClickatellGateway(SmsGateway):
         known = _ERRORS.get(code) if code is not None else None
         status = reply.status
         provider_code = str(code) if code is not None else None
+        said = provider_text(text, secrets=secrets) if text else None
         if known is None:
             if code is None and not 200 <= status < 300:
                 return error_for_status(reply, _NAME)  # an unrecognised text: the status decides
             what = f"unknown code {code}" if code is not None else "message not accepted"
-            detail = f" ({text})" if text else ""
+            detail = f" ({said})" if said else ""
             return PermanentGatewayError(
                 f"{_NAME}: {what}{detail}",
                 gateway=_NAME,
@@ -212,16 +227,14 @@ class ClickatellGateway(SmsGateway):
                 provider_code=provider_code,
             )
         kind, meaning = known
-        message = f"{_NAME}: error {code} ({text or meaning})"
-        if kind is RateLimited:
-            return RateLimited(
-                message,
-                gateway=_NAME,
-                http_status=status,
-                provider_code=provider_code,
-                retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
-            )
-        return kind(message, gateway=_NAME, http_status=status, provider_code=provider_code)
+        return error_from_rule(
+            kind,
+            f"{_NAME}: error {code} ({said or meaning})",
+            gateway=_NAME,
+            http_status=status,
+            provider_code=provider_code,
+            retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
+        )
 
     async def test_credentials(self) -> CheckResult:
         """Ask the One API balance endpoint (``GET /v1/balance``) with the integration API key.
@@ -235,7 +248,7 @@ class ClickatellGateway(SmsGateway):
                 "GET", f"{self.base_url}/v1/balance", headers=self._headers()
             )
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         data = reply.json()
         if reply.status == 200 and isinstance(data, dict) and "balance" in data:
             balance = data.get("balance")
@@ -253,8 +266,18 @@ class ClickatellGateway(SmsGateway):
                 "GET /v1/balance answered HTTP 404: this integration may predate the One API "
                 "balance endpoint, so the API key could not be checked without sending",
             )
-        refusal = self._request_error(reply, data)
-        reason = str(refusal).removeprefix(f"{_NAME}: ")
+        refusal = self._request_error(reply, data, self._secrets())
+        reason = refusal.reason
         if isinstance(refusal, AccountRejected):
             return CheckResult(False, f"GET /v1/balance refused the integration API key: {reason}")
         return CheckResult(False, f"GET /v1/balance failed: {reason}")
+
+
+def _outcome_unknown(reply: HttpReply, what: str) -> OutcomeUnknown:
+    # A 2xx without a usable answer: Clickatell may have accepted the message.
+    return OutcomeUnknown(
+        f"{_NAME}: unreadable reply to a send (HTTP {reply.status}, {what}); "
+        "the message may have been accepted",
+        gateway=_NAME,
+        http_status=reply.status,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterable
 from typing import ClassVar, Final, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,26 +23,31 @@ from gateways.base import Capabilities, GatewayMetadata, SmsGateway
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status
 from gateways.models import CheckResult, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["ClickatellHttpGateway", "climsgid_for", "ucs2_hex"]
 
 _NAME: Final = "clickatell-http"
 
 # ``ERR:`` code -> (what the caller must do, what it means). providers.md §2A; the
-# retry judgements are ours (114: a route may come back, so retry within the budget).
+# retry judgements are ours (114: a route may come back, so retry within the budget;
+# 003/005: this adapter never uses sessions, so a session error means the account or the
+# URL is not what we think, and retrying cannot fix it).
 _ERRORS: Final[dict[str, tuple[type[GatewayError], str]]] = {
     "001": (AccountRejected, "Authentication failed"),
     "002": (AccountRejected, "Unknown username or password"),
-    "003": (TransientGatewayError, "Session ID expired"),
+    "003": (AccountRejected, "Session ID expired, though no session is used; check the account"),
     "004": (AccountRejected, "Account frozen"),
-    "005": (TransientGatewayError, "Missing session ID"),
+    "005": (AccountRejected, "Missing session ID; check the account's credentials and URL"),
     "007": (AccountRejected, "IP lockdown violation"),
     "100": (PermanentGatewayError, "Data malformed"),
     "101": (PermanentGatewayError, "Invalid or missing parameters"),
@@ -153,14 +159,20 @@ class ClickatellHttpGateway(SmsGateway):
             "api_id": self.account.account_id or "",
         }
 
+    def _secrets(self, sms: OutboundSms | None = None) -> tuple[str, ...]:
+        """What a reply must never quote into an error: the password and the message text."""
+        return (self.account.secret("password") or "", sms.text if sms else "")
+
     async def send(self, sms: OutboundSms) -> SendReceipt:
         """POST one message to ``/http/sendmsg`` and return its ``apimsgid``.
 
         Raises:
             RateLimited: Error 130, until the timestamp the gateway names.
-            TransientGatewayError: Errors 003/005/114/901, 5xx, network trouble.
+            TransientGatewayError: Errors 114/901, 5xx, network trouble.
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a 2xx reply
+                without an ``ID:`` line): the message may have been accepted.
             RecipientRejected: Errors 105/121/122/128.
-            AccountRejected: Errors 001/002/004/007/108/301/302.
+            AccountRejected: Errors 001/002/003/004/005/007/108/301/302.
             PermanentGatewayError: Anything else.
         """
         options = cast(ClickatellHttpOptions, self.options)
@@ -184,13 +196,14 @@ class ClickatellHttpGateway(SmsGateway):
         lines = [line.strip() for line in reply.text.splitlines() if line.strip()]
         first = lines[0] if lines else ""
         if first.startswith("ERR"):
-            raise _classify(reply, first)
-        if reply.status != 200:
+            raise _classify(reply, first, self._secrets(sms))
+        if not 200 <= reply.status < 300:
             raise error_for_status(reply, _NAME)
         ids = tuple(m.group(1) for line in lines if (m := _ID_LINE.match(line)))
         if not ids:
-            raise PermanentGatewayError(
-                f"{_NAME}: unreadable reply to sendmsg (HTTP {reply.status})",
+            raise OutcomeUnknown(
+                f"{_NAME}: unreadable reply to sendmsg (HTTP {reply.status}, no ID line); "
+                "the message may have been accepted",
                 gateway=_NAME,
                 http_status=reply.status,
             )
@@ -203,7 +216,7 @@ class ClickatellHttpGateway(SmsGateway):
                 "POST", f"{self.base_url}/http/getbalance", data=self._auth()
             )
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         text = reply.text.strip()
         credit = _CREDIT_LINE.match(text)
         if reply.status == 200 and credit:
@@ -213,18 +226,18 @@ class ClickatellHttpGateway(SmsGateway):
                 details={"credits": credit.group(1)},
             )
         if text.startswith("ERR"):
-            refusal = _classify(reply, text.splitlines()[0])
+            refusal = _classify(reply, text.splitlines()[0], self._secrets())
         elif reply.status != 200:
             refusal = error_for_status(reply, _NAME)
         else:
             return CheckResult(False, f"getbalance gave an unreadable reply (HTTP {reply.status})")
-        reason = str(refusal).removeprefix(f"{_NAME}: ")
+        reason = refusal.reason
         if isinstance(refusal, AccountRejected):
             return CheckResult(False, f"getbalance refused the credentials: {reason}")
         return CheckResult(False, f"getbalance failed: {reason}")
 
 
-def _classify(reply: HttpReply, line: str) -> GatewayError:
+def _classify(reply: HttpReply, line: str, secrets: Iterable[str] = ()) -> GatewayError:
     """One error from an ``ERR: <code>, <description>`` line (the recipient is never kept)."""
     match = _ERR_LINE.match(line)
     if match is None:
@@ -235,9 +248,10 @@ def _classify(reply: HttpReply, line: str) -> GatewayError:
         )
     code = match.group(1).zfill(3)
     description = match.group(2).strip()
+    said = provider_text(description, secrets=secrets)
     known = _ERRORS.get(code)
     if known is None:
-        detail = f" ({description})" if description else ""
+        detail = f" ({said})" if said else ""
         return PermanentGatewayError(
             f"{_NAME}: unknown code {code}{detail}",
             gateway=_NAME,
@@ -245,15 +259,13 @@ def _classify(reply: HttpReply, line: str) -> GatewayError:
             provider_code=code,
         )
     kind, meaning = known
-    message = f"{_NAME}: ERR {code} ({description or meaning})"
-    if kind is RateLimited:
-        until = _UNTIL.search(description)
-        wait_s = float(until.group(1)) - time.time() if until else _DEFAULT_CAP_WAIT_S
-        return RateLimited(
-            message,
-            gateway=_NAME,
-            http_status=reply.status,
-            provider_code=code,
-            retry_after_s=max(1.0, wait_s),
-        )
-    return kind(message, gateway=_NAME, http_status=reply.status, provider_code=code)
+    until = _UNTIL.search(description)  # error 130's "until <unix time>"
+    wait_s = float(until.group(1)) - time.time() if until else _DEFAULT_CAP_WAIT_S
+    return error_from_rule(
+        kind,
+        f"{_NAME}: ERR {code} ({said or meaning})",
+        gateway=_NAME,
+        http_status=reply.status,
+        provider_code=code,
+        retry_after_s=max(1.0, wait_s),
+    )

@@ -10,11 +10,13 @@
     │   └── TooManySegments         the text needs more SMS segments than allowed
     ├── DuplicateMessage            the job or part was already claimed; not a failure
     └── GatewayError                a provider call failed (gateway, http_status, provider_code)
-        ├── TransientGatewayError   network, timeout, 5xx: retry later
-        │   └── RateLimited         throttled: retry after ``retry_after_s``
+        ├── TransientGatewayError   network, 5xx: retry later
+        │   ├── RateLimited         throttled: retry after ``retry_after_s``
+        │   └── OutcomeUnknown      no usable answer (timeout, dropped): it may have been sent
         └── PermanentGatewayError   retrying cannot help
             ├── RecipientRejected   this recipient only (invalid or barred number)
-            └── AccountRejected     the whole account (bad credentials, no balance)
+            ├── AccountRejected     the whole account (bad credentials, no balance, bad URL)
+            └── PartiallySent       some segments were accepted, the rest refused
 
 Every error carries structured context as attributes, and its message never holds a
 secret: phone numbers appear masked, access codes and passwords never.
@@ -34,6 +36,8 @@ __all__ = [
     "GatewayError",
     "InvalidMessage",
     "InvalidRecipient",
+    "OutcomeUnknown",
+    "PartiallySent",
     "PermanentGatewayError",
     "Problem",
     "RateLimited",
@@ -42,6 +46,7 @@ __all__ = [
     "TooManySegments",
     "TransientGatewayError",
     "UnknownGateway",
+    "error_from_rule",
 ]
 
 
@@ -145,6 +150,11 @@ class GatewayError(SmsError):
         self.request_sent = request_sent
         super().__init__(message)
 
+    @property
+    def reason(self) -> str:
+        """The message without the leading ``"<gateway>: "``."""
+        return str(self).removeprefix(f"{self.gateway}: ")
+
 
 class TransientGatewayError(GatewayError):
     """Network trouble, a timeout or a provider-side failure: the same send may succeed later."""
@@ -172,6 +182,14 @@ class RateLimited(TransientGatewayError):
         )
 
 
+class OutcomeUnknown(TransientGatewayError):
+    """The request may have reached the provider but no usable answer came back.
+
+    A timeout after sending, a dropped connection, a success reply without a message id:
+    re-sending may duplicate the message. The worker's per-lane policy decides.
+    """
+
+
 class PermanentGatewayError(GatewayError):
     """Retrying the same send cannot succeed."""
 
@@ -182,3 +200,48 @@ class RecipientRejected(PermanentGatewayError):
 
 class AccountRejected(PermanentGatewayError):
     """The provider refused the account (bad credentials, no balance, suspended)."""
+
+
+class PartiallySent(PermanentGatewayError):
+    """The provider accepted some segments of a message and refused the rest.
+
+    Re-sending would duplicate the accepted ones, so it is final; ``accepted_ids`` are the
+    provider ids of what went out.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        gateway: str,
+        accepted_ids: tuple[str, ...],
+        http_status: int | None = None,
+        provider_code: str | None = None,
+    ) -> None:
+        self.accepted_ids = accepted_ids
+        super().__init__(
+            message, gateway=gateway, http_status=http_status, provider_code=provider_code
+        )
+
+
+def error_from_rule(
+    error_class: type[GatewayError],
+    message: str,
+    *,
+    gateway: str,
+    http_status: int | None = None,
+    provider_code: str | None = None,
+    retry_after_s: float = 1.0,
+) -> GatewayError:
+    """Build the error an adapter's table names (``retry_after_s`` only for RateLimited)."""
+    if issubclass(error_class, RateLimited):
+        return error_class(
+            message,
+            gateway=gateway,
+            retry_after_s=retry_after_s,
+            http_status=http_status,
+            provider_code=provider_code,
+        )
+    return error_class(
+        message, gateway=gateway, http_status=http_status, provider_code=provider_code
+    )

@@ -18,8 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -38,6 +37,7 @@ from tenacity import (
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     TransientGatewayError,
@@ -50,11 +50,11 @@ __all__ = [
     "Timeouts",
     "basic_auth_header",
     "error_for_status",
-    "map_client_errors",
     "parse_retry_after",
 ]
 
 _DEFAULT_RETRY_AFTER_S = 1.0
+_MIN_RETRY_AFTER_S = 0.1  # "Retry-After: 0" must not turn into a busy retry loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +113,14 @@ def parse_retry_after(value: str | None, default_s: float = _DEFAULT_RETRY_AFTER
         return default_s
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        return max(_MIN_RETRY_AFTER_S, float(value))
     except ValueError:
         pass
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return default_s
-    return max(0.0, moment.timestamp() - time.time())
+    return max(_MIN_RETRY_AFTER_S, moment.timestamp() - time.time())
 
 
 def error_for_status(reply: HttpReply, gateway: str, what: str | None = None) -> GatewayError:
@@ -152,66 +152,67 @@ def error_for_status(reply: HttpReply, gateway: str, what: str | None = None) ->
 
 
 def _where(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc.rsplit("@", 1)[-1] or url
-
-
-@asynccontextmanager
-async def map_client_errors(gateway: str, url: str) -> AsyncIterator[None]:
-    """Translate aiohttp and timeout errors raised inside the block into the error tree.
-
-    Messages name the host only: never the query string, never a credential.
-    """
-    host = _where(url)
     try:
-        yield
-    except aiohttp.ClientProxyConnectionError as exc:
-        raise TransientGatewayError(
-            f"{gateway}: the proxy is unreachable ({type(exc).__name__})",
+        host = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    except ValueError:  # e.g. a broken IPv6 literal
+        return "(invalid host)"
+    return host or "(no host)"
+
+
+def _translate(exc: BaseException, gateway: str, host: str) -> GatewayError:
+    """The error-tree error for an aiohttp (or timeout) failure; names the host only."""
+    kind = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        # Checked first: certificate errors are also ValueErrors (ssl's own hierarchy).
+        return AccountRejected(
+            f"{gateway}: TLS with {host} failed ({kind}); check the URL and the certificate",
             gateway=gateway,
             request_sent=False,
-        ) from exc
-    except aiohttp.ClientHttpProxyError as exc:
+        )
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
+        return AccountRejected(
+            f"{gateway}: the request could not be built ({kind}); check the account's URL",
+            gateway=gateway,
+            request_sent=False,
+        )
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return TransientGatewayError(
+            f"{gateway}: the proxy is unreachable ({kind})", gateway=gateway, request_sent=False
+        )
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
         if exc.status == 407:
-            raise AccountRejected(
+            return AccountRejected(
                 f"{gateway}: the proxy refused our credentials (HTTP 407)",
                 gateway=gateway,
                 http_status=407,
                 request_sent=False,
-            ) from exc
-        raise TransientGatewayError(
+            )
+        return TransientGatewayError(
             f"{gateway}: the proxy could not open a tunnel to {host} (HTTP {exc.status})",
             gateway=gateway,
             http_status=exc.status,
             request_sent=False,
-        ) from exc
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise TransientGatewayError(
-            f"{gateway}: connecting to {host} timed out",
-            gateway=gateway,
-            request_sent=False,
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise TransientGatewayError(
-            f"{gateway}: cannot connect to {host} ({type(exc.os_error).__name__})",
-            gateway=gateway,
-            request_sent=False,
-        ) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise TransientGatewayError(
+        )
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransientGatewayError(
+            f"{gateway}: connecting to {host} timed out", gateway=gateway, request_sent=False
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = type(exc.os_error).__name__
+        return TransientGatewayError(
+            f"{gateway}: cannot connect to {host} ({reason})", gateway=gateway, request_sent=False
+        )
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return OutcomeUnknown(
             f"{gateway}: {host} did not answer in time; the message may have been accepted",
             gateway=gateway,
-        ) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise TransientGatewayError(
-            f"{gateway}: {host} closed the connection before answering",
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return OutcomeUnknown(
+            f"{gateway}: {host} closed the connection before answering ({kind})",
             gateway=gateway,
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise TransientGatewayError(
-            f"{gateway}: request to {host} failed ({type(exc).__name__})",
-            gateway=gateway,
-        ) from exc
+        )
+    return OutcomeUnknown(f"{gateway}: request to {host} failed ({kind})", gateway=gateway)
 
 
 def _never_reached_provider(error: BaseException) -> bool:
@@ -306,9 +307,8 @@ class GatewayHttp:
         json_body: Any,
         headers: Mapping[str, str] | None,
     ) -> HttpReply:
-        async with (
-            map_client_errors(self.gateway, url),
-            self.session.request(
+        try:
+            async with self.session.request(
                 method,
                 url,
                 params=params,
@@ -317,11 +317,18 @@ class GatewayHttp:
                 timeout=self.timeouts.client_timeout(),
                 allow_redirects=False,
                 **self._proxy_kwargs(url, headers),
-            ) as response,
-        ):
-            body = await response.read()
-            reason = response.reason or ""
-            return HttpReply(response.status, dict(response.headers), body, reason=reason)
+            ) as response:
+                body = await response.read()
+                reply = HttpReply(
+                    response.status, dict(response.headers), body, reason=response.reason or ""
+                )
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = _translate(exc, self.gateway, _where(url))
+        else:
+            return reply
+        # Raised outside the except block, so the aiohttp error is neither the cause nor the
+        # context: its text and repr can hold the URL's query string and proxy credentials.
+        raise error
 
     async def probe(self, url: str, *, through_proxy_only: bool = False) -> CheckResult:
         """GET ``url`` and report whether the host (and the proxy) answered.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from gateways.encoding import Encoding
+from gateways.encoding import Encoding, segment
 from gateways.redaction import mask_number
 
 __all__ = ["CheckResult", "GatewayAccount", "OutboundSms", "ProxySettings", "SendReceipt"]
@@ -24,7 +25,7 @@ class ProxySettings(BaseModel):
     ``host_name`` wins over ``domain`` as the proxy host; the origin allowed either.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     host_name: str | None = None
     domain: str | None = None
@@ -68,7 +69,7 @@ class GatewayAccount(BaseModel):
         options: Provider extras, validated by the adapter's ``Options`` model.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     name: str = Field(min_length=1, max_length=100)
     gateway: str = Field(min_length=1)
@@ -94,7 +95,16 @@ class GatewayAccount(BaseModel):
             return None
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError("must start with http:// or https://")
+        parts = urlsplit(value)
+        if parts.username or parts.password:
+            raise ValueError("must not hold credentials; use user_id and password")
+        try:
+            parts.port  # noqa: B018  # raises for a port out of range
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
         return value
 
     @property
@@ -126,19 +136,25 @@ class OutboundSms:
     Attributes:
         to: The recipient in E.164 (``+447911123456``).
         text: The piece's text, access code included.
-        encoding: ``GSM-7`` or ``UCS-2``, as planned by segmentation.
-        segments: How many carrier SMS the piece needs.
         sender: Overrides the account's sender when set.
         client_ref: Our reference for the piece (job id and piece number), echoed by
             providers that support one, for correlating delivery receipts.
+        encoding: ``GSM-7`` or ``UCS-2``, derived from the text (never passed in, so it
+            cannot disagree with it).
+        segments: How many carrier SMS the text needs, derived likewise.
     """
 
     to: str
     text: str = field(repr=False)
-    encoding: Encoding = "GSM-7"
-    segments: int = 1
     sender: str | None = None
     client_ref: str | None = None
+    encoding: Encoding = field(init=False)
+    segments: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        counted = segment(self.text)
+        object.__setattr__(self, "encoding", counted.encoding)
+        object.__setattr__(self, "segments", max(1, counted.segments))
 
     @property
     def to_digits(self) -> str:

@@ -23,20 +23,24 @@ own choices; each is marked *[choice]* and explained where it is made:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import ClassVar, Final
 
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
-from gateways.encoding import encoding_of, units
+from gateways.encoding import units
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status, parse_retry_after
 from gateways.models import CheckResult, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["MAX_MESSAGE_SEPTETS", "RESULT_CODES", "RedOxygenGateway"]
 
@@ -111,6 +115,8 @@ class RedOxygenGateway(SmsGateway):
                 for the invented codes that mean so).
             TransientGatewayError: Network trouble or a server error (``RateLimited`` when
                 throttled).
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a 2xx reply
+                without a result code): the message may have been sent.
         """
         self._check_text(sms)
         form = {
@@ -123,12 +129,12 @@ class RedOxygenGateway(SmsGateway):
         reply = await self.http.request(
             "POST", self.send_url, params={"Action": "SendSMS"}, data=form
         )
-        raise_for_reply(reply)
+        raise_for_reply(reply, secrets=(form["Password"], sms.text))
         reference = sms.client_ref or uuid.uuid4().hex
         return SendReceipt(provider_message_ids=(f"{_NAME}:{reference}",))
 
     def _check_text(self, sms: OutboundSms) -> None:
-        if sms.encoding == "UCS-2" or encoding_of(sms.text) == "UCS-2":
+        if sms.encoding == "UCS-2":
             raise PermanentGatewayError(
                 f"{_NAME}: Red Oxygen documents no Unicode sending; text outside the GSM-7 "
                 "alphabet was not sent (it could arrive garbled)",
@@ -167,37 +173,39 @@ class RedOxygenGateway(SmsGateway):
         )
 
 
-def raise_for_reply(reply: HttpReply) -> None:
-    """Return on a ``0000`` reply, else raise the error its result code (or status) means."""
+def raise_for_reply(reply: HttpReply, *, secrets: Iterable[str] = ()) -> None:
+    """Return on a ``0000`` reply, else raise the error its result code (or status) means.
+
+    ``0000`` is Red Oxygen's own word that the message was accepted, so it counts whatever
+    the HTTP status. A 2xx reply without a result code leaves the outcome unknown.
+
+    Args:
+        reply: The send's reply.
+        secrets: Values the reply's text must not carry into an error (password, text).
+    """
     text = reply.text.strip()
     code = text[:4] if len(text) >= 4 and text[:4].isdigit() else None
-    if code == SUCCESS and reply.status == 200:
+    if code == SUCCESS:
         return
-    said = " ".join(text[4:].split())[:_MAX_TEXT_IN_ERROR] if code else ""
-    if code is not None and code != SUCCESS:
+    if code is not None:
+        said = provider_text(text[4:], secrets=secrets, limit=_MAX_TEXT_IN_ERROR)
         detail = f"{_NAME}: result {code} ({said or 'no text'})"
-        known = RESULT_CODES.get(code)
-        if known is None:
-            raise PermanentGatewayError(
-                f"{detail}: unknown code {code}",
-                gateway=_NAME,
-                http_status=reply.status,
-                provider_code=code,
-            )
-        error_class, _meaning = known
-        if error_class is RateLimited:
-            raise RateLimited(
-                detail,
-                gateway=_NAME,
-                http_status=reply.status,
-                provider_code=code,
-                retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
-            )
-        raise error_class(detail, gateway=_NAME, http_status=reply.status, provider_code=code)
-    if reply.status != 200:
+        error_class, _meaning = RESULT_CODES.get(code, (PermanentGatewayError, ""))
+        if code not in RESULT_CODES:
+            detail += f": unknown code {code}"
+        raise error_from_rule(
+            error_class,
+            detail,
+            gateway=_NAME,
+            http_status=reply.status,
+            provider_code=code,
+            retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
+        )
+    if not 200 <= reply.status < 300:
         raise error_for_status(reply, _NAME, "Red Oxygen")
-    raise PermanentGatewayError(
-        f"{_NAME}: the reply does not start with a 4-digit result code",
+    raise OutcomeUnknown(
+        f"{_NAME}: HTTP {reply.status} without a 4-digit result code; "
+        "the message may have been accepted",
         gateway=_NAME,
         http_status=reply.status,
     )

@@ -13,6 +13,10 @@ check                          what it proves
 :func:`check_clone_independence`  ``clone()`` changes the copy only
 :func:`check_no_secrets`       no secret in reprs or in the errors you hand it
 :func:`check_unreachable`      a refused connection is a ``TransientGatewayError``
+:func:`check_timeout`          a request that gets no answer is ``OutcomeUnknown``
+:func:`check_proxy_refusal`    a proxy's 407 (plain HTTP and CONNECT) is ``AccountRejected``
+:func:`check_failures_hold_no_secrets`  the three failures above, through
+                               :func:`check_no_secrets` (causes and contexts included)
 :func:`check_diagnostics`      the three ``test_*`` checks answer a reason and never raise
 :func:`check_send_outcomes`    success, transient and permanent sends (needs your fake
                                provider: you arrange the faults)
@@ -47,12 +51,13 @@ Then, in an async test against your fake provider (here ``acme_fake``), the send
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import math
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -62,12 +67,14 @@ from pydantic import BaseModel
 
 from gateways.base import GENERIC_FIELDS, Capabilities, GatewayMetadata, SmsGateway
 from gateways.errors import (
+    AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     TransientGatewayError,
 )
-from gateways.http import Timeouts
+from gateways.http import Timeouts, basic_auth_header
 from gateways.models import CheckResult, GatewayAccount, OutboundSms, SendReceipt
 
 __all__ = [
@@ -77,20 +84,35 @@ __all__ = [
     "Trigger",
     "check_clone_independence",
     "check_diagnostics",
+    "check_failures_hold_no_secrets",
     "check_metadata",
     "check_no_secrets",
     "check_options_schema",
+    "check_proxy_refusal",
     "check_required_fields",
     "check_send_outcomes",
+    "check_timeout",
     "check_unreachable",
     "cut_off",
     "expect_send_error",
+    "refusing_proxy",
+    "silent_url",
     "unreachable_url",
 ]
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _MAX_UDH_SEGMENTS = 255  # a concatenation header counts parts in one byte
 _SECRET_FIELDS: tuple[Literal["password", "proxy_password"], ...] = ("password", "proxy_password")
+_DEFAULT_SMS_TEXT = "conformance check"
+# For check_timeout: long enough for a loopback connect, short enough to keep tests fast.
+_SILENT_TIMEOUTS = Timeouts(connect_s=0.3, total_s=0.3, connect_attempts=1, deadline_s=1.0)
+_PROXY_USER = "conformance-proxy-user"
+_PROXY_PASSWORD = "conformance-proxy-secret-5e8b"  # used when the account has no proxy password
+_PROXY_REFUSAL = (
+    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+    b'Proxy-Authenticate: Basic realm="conformance"\r\n'
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
 
 Trigger = Callable[[SmsGateway], Awaitable[SmsGateway | None]]
 """Arranges a fault before a send: given the gateway under test, it tells the fake provider
@@ -285,18 +307,34 @@ def check_clone_independence(gateway: SmsGateway, *, sender: str = "+15005550009
 
 
 def _secret_values(account: GatewayAccount) -> list[str]:
-    return [value for name in _SECRET_FIELDS if (value := account.secret(name))]
+    values = [value for name in _SECRET_FIELDS if (value := account.secret(name))]
+    proxy_password = account.secret("proxy_password")
+    if account.proxy_username and proxy_password:
+        # The Proxy-Authorization credential as it travels (aiohttp's errors quote headers).
+        values.append(_basic_token(account.proxy_username, proxy_password))
+    return values
+
+
+def _basic_token(user: str, password: str) -> str:
+    return basic_auth_header(user, password).removeprefix("Basic ")
 
 
 def _exception_texts(error: BaseException) -> Iterator[str]:
-    """str and repr of the error and of every cause/context behind it."""
+    """str and repr of the error and of every cause and context behind it.
+
+    Both links are followed, even a context hidden by ``raise ... from None``: a traceback
+    printer may not show it, but a logger or an error tracker can still reach it.
+    """
     seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         yield str(current)
         yield repr(current)
-        current = current.__cause__ or current.__context__
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 
 def check_no_secrets(
@@ -305,8 +343,9 @@ def check_no_secrets(
     """Check no secret shows in the adapter's reprs or in ``errors``.
 
     Args:
-        gateway: The adapter under test; its account's password and proxy password are
-            always checked, besides ``secrets``.
+        gateway: The adapter under test; its account's password and proxy password (and
+            the proxy's Basic credential, as a header carries it) are always checked,
+            besides ``secrets``.
         secrets: More values that must never show (a wrong password you tried, a token).
             Use distinctive values: a short common one would match by chance.
         errors: Errors the adapter raised (from a failed send, ``check_account``...):
@@ -343,8 +382,56 @@ def unreachable_url() -> str:
 def cut_off(gateway: SmsGateway) -> SmsGateway:
     """A copy of ``gateway`` on :func:`unreachable_url`, with a short connect-retry budget."""
     fast = Timeouts(connect_s=1.0, total_s=2.0, connect_attempts=2, deadline_s=2.0)
-    fields = {**gateway.account.model_dump(), "url": unreachable_url()}
-    return type(gateway)(GatewayAccount.model_validate(fields), gateway.session, timeouts=fast)
+    return _moved(gateway, timeouts=fast, url=unreachable_url())
+
+
+def _moved(gateway: SmsGateway, *, timeouts: Timeouts, **changes: Any) -> SmsGateway:
+    """A copy of ``gateway`` with account ``changes`` (secrets kept) and ``timeouts``."""
+    fields = {**gateway.account.model_dump(), **changes}
+    return type(gateway)(GatewayAccount.model_validate(fields), gateway.session, timeouts=timeouts)
+
+
+@contextlib.contextmanager
+def silent_url() -> Iterator[str]:
+    """An http URL on loopback that takes connections but never answers, while open.
+
+    The socket listens but never accepts: the kernel completes the handshake, so the
+    request goes out, and no reply ever comes back.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accept()ed
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def refusing_proxy() -> AsyncIterator[int]:
+    """A loopback HTTP proxy that answers every request (CONNECT included) with a 407.
+
+    Yields:
+        Its port.
+    """
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            head = (await reader.readuntil(b"\r\n\r\n")).lower()
+            # Read the body too: closing with unread bytes would reset the connection
+            # before the client reads the 407.
+            length = re.search(rb"\ncontent-length:\s*(\d+)", head)
+            if length:
+                await reader.readexactly(int(length.group(1)))
+            elif b"chunked" in head:
+                await reader.readuntil(b"0\r\n\r\n")
+            writer.write(_PROXY_REFUSAL)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def expect_send_error(
@@ -377,10 +464,89 @@ async def check_unreachable(
     Returns:
         The error, for :func:`check_no_secrets`.
     """
-    sms = sms or OutboundSms(to="+447700900123", text="conformance check")
+    sms = sms or OutboundSms(to="+447700900123", text=_DEFAULT_SMS_TEXT)
     error = await expect_send_error(cut_off(gateway), sms, TransientGatewayError)
     assert isinstance(error, TransientGatewayError)  # narrowed for mypy
     return error
+
+
+async def check_timeout(gateway: SmsGateway, sms: OutboundSms | None = None) -> OutcomeUnknown:
+    """Check a send whose request goes out but gets no answer is ``OutcomeUnknown``.
+
+    The adapter is cloned onto :func:`silent_url` with a 0.3 s request timeout: the
+    provider may have taken the message, so the error must say the outcome is unknown.
+
+    Returns:
+        The error, for :func:`check_no_secrets`.
+    """
+    sms = sms or OutboundSms(to="+447700900123", text=_DEFAULT_SMS_TEXT)
+    with silent_url() as url:
+        target = _moved(gateway, timeouts=_SILENT_TIMEOUTS, url=url)
+        error = await expect_send_error(target, sms, OutcomeUnknown)
+    assert isinstance(error, OutcomeUnknown)  # narrowed for mypy
+    return error
+
+
+async def check_proxy_refusal(
+    gateway: SmsGateway, sms: OutboundSms | None = None
+) -> list[AccountRejected]:
+    """Check a proxy's 407 is ``AccountRejected``, for a plain HTTP and an HTTPS provider URL.
+
+    The adapter is cloned behind :func:`refusing_proxy` with proxy credentials (its own
+    proxy password when it has one): a plain ``http`` request gets the 407 as its reply,
+    an ``https`` one as the answer to its ``CONNECT``.
+
+    Returns:
+        Both errors, for :func:`check_no_secrets`.
+    """
+    sms = sms or OutboundSms(to="+447700900123", text=_DEFAULT_SMS_TEXT)
+    fast = Timeouts(connect_s=1.0, total_s=2.0, connect_attempts=1, deadline_s=2.0)
+    errors: list[AccountRejected] = []
+    async with refusing_proxy() as port:
+        for scheme in ("http", "https"):
+            target = _moved(
+                gateway,
+                timeouts=fast,
+                url=f"{scheme}://{urlsplit(unreachable_url()).netloc}",
+                proxy_host_name="127.0.0.1",
+                proxy_domain=None,
+                proxy_port=port,
+                proxy_username=gateway.account.proxy_username or _PROXY_USER,
+                proxy_password=gateway.account.secret("proxy_password") or _PROXY_PASSWORD,
+            )
+            error = await expect_send_error(target, sms, AccountRejected)
+            assert isinstance(error, AccountRejected)  # narrowed for mypy
+            errors.append(error)
+    return errors
+
+
+async def check_failures_hold_no_secrets(
+    gateway: SmsGateway, sms: OutboundSms | None = None, secrets: Iterable[str] = ()
+) -> list[GatewayError]:
+    """Provoke the failures a send meets on the network and check none shows a secret.
+
+    Runs :func:`check_unreachable`, :func:`check_timeout` and :func:`check_proxy_refusal`,
+    then :func:`check_no_secrets` over their errors (``str``, ``repr``, causes and
+    contexts) with the account's password, the proxy password used, the message text and
+    ``secrets``.
+
+    Returns:
+        The errors, for further checks.
+    """
+    sms = sms or OutboundSms(to="+447700900123", text=_DEFAULT_SMS_TEXT)
+    errors: list[GatewayError] = [
+        await check_unreachable(gateway, sms),
+        await check_timeout(gateway, sms),
+        *await check_proxy_refusal(gateway, sms),
+    ]
+    proxy_user = gateway.account.proxy_username or _PROXY_USER
+    proxy_password = gateway.account.secret("proxy_password") or _PROXY_PASSWORD
+    check_no_secrets(
+        gateway,
+        [*secrets, sms.text, proxy_password, _basic_token(proxy_user, proxy_password)],
+        errors=errors,
+    )
+    return errors
 
 
 async def check_diagnostics(gateway: SmsGateway) -> dict[str, CheckResult]:
@@ -500,11 +666,11 @@ class GatewayConformance:
         async def run() -> None:
             async with aiohttp.ClientSession() as session:
                 gateway = self.gateway_class(self.valid_account(), session)
-                errors: list[BaseException] = [await check_unreachable(gateway)]
+                await check_failures_hold_no_secrets(gateway)
                 results = await check_diagnostics(cut_off(gateway))
                 if results["test_connection"]:
                     raise _fail(gateway, "test_connection passed against a closed port")
-                check_no_secrets(gateway, errors=errors)
+                check_no_secrets(gateway)
                 for result in results.values():
                     if any(secret in result.reason for secret in _secret_values(gateway.account)):
                         raise _fail(gateway, "a secret shows in a check's reason")

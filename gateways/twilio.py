@@ -9,10 +9,10 @@ shape) and are classified by :data:`ERRORS`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
@@ -20,14 +20,16 @@ from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
-from gateways.http import HttpReply, error_for_status, parse_retry_after
+from gateways.http import HttpReply, basic_auth_header, error_for_status, parse_retry_after
 from gateways.models import CheckResult, GatewayAccount, OutboundSms, SendReceipt
-from gateways.redaction import mask_number
+from gateways.redaction import provider_text
 
 __all__ = ["ERRORS", "TwilioGateway", "TwilioOptions"]
 
@@ -36,10 +38,6 @@ API_VERSION = "2010-04-01"
 
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _USER_SID = re.compile(r"(AC|SK)[0-9a-fA-F]{32}")
-# Provider texts quote the numbers of the request ("The 'To' number +1555... is not valid"):
-# anything that looks like a phone number is masked before it reaches an exception message.
-_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d ]{5,}\d")
-_MAX_SAID = 200
 
 # Twilio asks for exponential back-off on 20429 but sends no Retry-After header that we know of
 # (providers.md §5): wait this long unless the reply carries one.
@@ -201,10 +199,12 @@ class TwilioGateway(SmsGateway):
         login = self.account.user_id or self.account.account_id or ""
         return {
             "Accept": "application/json",
-            "Authorization": aiohttp.encode_basic_auth(
-                login, self.account.secret("password") or ""
-            ),
+            "Authorization": basic_auth_header(login, self.account.secret("password") or ""),
         }
+
+    def _secrets(self, sms: OutboundSms | None = None) -> tuple[str, ...]:
+        """What a reply must never quote into an error: the token and the message text."""
+        return (self.account.secret("password") or "", sms.text if sms else "")
 
     def _form(self, sms: OutboundSms) -> dict[str, str]:
         options = self.twilio_options
@@ -225,6 +225,8 @@ class TwilioGateway(SmsGateway):
         Raises:
             TransientGatewayError: Network trouble or a Twilio-side failure (``RateLimited``
                 for 20429 / HTTP 429 and for a full sender queue, 21611).
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a 2xx reply
+                without a message SID): Twilio may have queued the message.
             PermanentGatewayError: Refused (``RecipientRejected``, ``AccountRejected``).
         """
         reply = await self.http.request(
@@ -234,13 +236,14 @@ class TwilioGateway(SmsGateway):
             headers=self._headers(),
         )
         if not 200 <= reply.status < 300:
-            raise classify(reply, "Messages API")
+            raise classify(reply, "Messages API", secrets=self._secrets(sms))
         body = reply.json()
         sid = body.get("sid") if isinstance(body, dict) else None
         if not isinstance(sid, str) or not sid:
-            # We cannot tell whether Twilio queued it; a blind retry could send it twice.
-            raise PermanentGatewayError(
-                f"{GATEWAY}: HTTP {reply.status} without a message sid",
+            # Twilio may well have queued it; the worker's policy decides about a resend.
+            raise OutcomeUnknown(
+                f"{GATEWAY}: HTTP {reply.status} without a message sid; "
+                "the message may have been accepted",
                 gateway=GATEWAY,
                 http_status=reply.status,
             )
@@ -264,9 +267,10 @@ class TwilioGateway(SmsGateway):
                 headers=self._headers(),
             )
         except GatewayError as error:
-            return CheckResult(False, _strip(error))
+            return CheckResult(False, error.reason)
         if reply.status != 200:
-            return CheckResult(False, _strip(classify(reply, "Accounts API")))
+            refused = classify(reply, "Accounts API", secrets=self._secrets())
+            return CheckResult(False, refused.reason)
         body = reply.json()
         if not isinstance(body, dict):
             return CheckResult(False, f"account resource of {sid} answered without JSON")
@@ -280,31 +284,30 @@ class TwilioGateway(SmsGateway):
         )
 
 
-def classify(reply: HttpReply, what: str = "Twilio") -> GatewayError:
+def classify(
+    reply: HttpReply, what: str = "Twilio", *, secrets: Iterable[str] = ()
+) -> GatewayError:
     """The error for a non-success Twilio reply, by its code (:data:`ERRORS`), else its status.
 
     Args:
         reply: The reply.
         what: Which API answered, for replies without a Twilio code.
+        secrets: Values Twilio's text must not carry into the message (token, message text).
     """
-    code, said = _error_fields(reply.json())
+    code, said = _error_fields(reply.json(), secrets)
     if code is None:
         return error_for_status(reply, GATEWAY, what)
     rule = ERRORS.get(code)
     if rule is not None:
-        message = f"{GATEWAY}: code {code} ({rule.reason})"
-        if rule.error is RateLimited:
-            return RateLimited(
-                message,
-                gateway=GATEWAY,
-                retry_after_s=parse_retry_after(
-                    reply.headers.get("Retry-After"), rule.retry_after_s or DEFAULT_THROTTLE_RETRY_S
-                ),
-                http_status=reply.status,
-                provider_code=str(code),
-            )
-        return rule.error(
-            message, gateway=GATEWAY, http_status=reply.status, provider_code=str(code)
+        return error_from_rule(
+            rule.error,
+            f"{GATEWAY}: code {code} ({rule.reason})",
+            gateway=GATEWAY,
+            http_status=reply.status,
+            provider_code=str(code),
+            retry_after_s=parse_retry_after(
+                reply.headers.get("Retry-After"), rule.retry_after_s or DEFAULT_THROTTLE_RETRY_S
+            ),
         )
     detail = f": {said}" if said else ""
     status = reply.status
@@ -322,8 +325,12 @@ def classify(reply: HttpReply, what: str = "Twilio") -> GatewayError:
     )
 
 
-def _error_fields(body: Any) -> tuple[int | None, str | None]:
-    """``(code, text)`` from the classic or the RFC 9457 error shape; numbers in text masked."""
+def _error_fields(body: Any, secrets: Iterable[str] = ()) -> tuple[int | None, str | None]:
+    """``(code, text)`` from the classic or the RFC 9457 error shape, the text made safe.
+
+    Twilio's texts quote the request ("The 'To' number +1555... is not valid"): they go
+    through :func:`~gateways.redaction.provider_text`.
+    """
     if not isinstance(body, dict):
         return None, None
     raw_code = body.get("code")
@@ -335,8 +342,7 @@ def _error_fields(body: Any) -> tuple[int | None, str | None]:
     text = body.get("message") or body.get("detail") or body.get("title")
     if not isinstance(text, str) or not text.strip():
         return code, None
-    masked = _NUMBER_IN_TEXT.sub(lambda m: mask_number(m.group()), text.strip())
-    return code, masked[:_MAX_SAID]
+    return code, provider_text(text, secrets=secrets)
 
 
 def _positive_int(value: Any) -> int | None:
@@ -345,7 +351,3 @@ def _positive_int(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return number if number > 0 else None
-
-
-def _strip(error: GatewayError) -> str:
-    return str(error).removeprefix(f"{GATEWAY}: ")

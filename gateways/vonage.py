@@ -9,24 +9,25 @@ own ``message-id`` and ``status``; HTTP 200 carries failures too, as non-zero st
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Final
 
-import aiohttp
-
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
-from gateways.encoding import encoding_of
 from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
+    PartiallySent,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
-from gateways.http import HttpReply, error_for_status, parse_retry_after
+from gateways.http import HttpReply, basic_auth_header, error_for_status, parse_retry_after
 from gateways.models import CheckResult, GatewayAccount, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["STATUS_TABLE", "VonageGateway", "throttle_retry_after"]
 
@@ -67,7 +68,8 @@ STATUS_TABLE: Final[dict[str, tuple[type[GatewayError], str]]] = {
 Codes not listed are permanent (``unknown code N``), as providers.md §1.6 advises.
 """
 
-# How hard each outcome stops the caller; with several failed parts the worst one is raised.
+# How hard each outcome stops the caller; with several failed parts (and none accepted) the
+# worst one is raised.
 _SEVERITY: Final[dict[type[GatewayError], int]] = {
     RateLimited: 1,
     TransientGatewayError: 2,
@@ -106,14 +108,18 @@ class VonageGateway(SmsGateway):
 
     Behaviour worth knowing:
 
-    * ``type=unicode`` is sent when the piece is UCS-2 (or its text needs it), else
+    * ``type=unicode`` is sent when the piece is UCS-2 (its text decides), else
       ``type=text``; Vonage does not detect it and would garble non-GSM text.
     * ``client-ref`` carries :attr:`OutboundSms.client_ref`; one longer than Vonage's 40
       characters is cut to its *last* 40, which keep the piece number and most of the job
       id, so refs stay distinct. Receipts also carry the per-part message ids.
-    * Vonage may accept some parts of a long text and refuse others. Then the worst
-      part's error is raised, and its message says how many parts were accepted and their
-      ids, since those parts are on their way and a resend will duplicate them.
+    * Vonage may accept some parts of a long text and refuse others. Then
+      :class:`~gateways.errors.PartiallySent` is raised (permanent, whatever the failed
+      part's status, a throttle included) with the accepted parts' ids, since those parts
+      are on their way and a resend would duplicate them. When no part was accepted, the
+      worst part's error is raised.
+    * A 200 reply that cannot be read, or whose parts carry no message id, is
+      :class:`~gateways.errors.OutcomeUnknown`: the message may have gone out.
     * ``max_segments`` is 20: the most parts that always fit Vonage's 3,200-character limit
       (20 x 153 GSM-7 characters). Vonage recommends at most 6 parts for reliable
       reassembly on handsets; set ``max_parts`` to 6 to follow that advice.
@@ -150,33 +156,40 @@ class VonageGateway(SmsGateway):
     def _auth(self) -> dict[str, str]:
         """The Basic ``Authorization`` header (key and secret); never log it."""
         key, secret = self.account.user_id or "", self.account.secret("password") or ""
-        return {"Authorization": aiohttp.encode_basic_auth(key, secret, "utf-8")}
+        return {"Authorization": basic_auth_header(key, secret)}
+
+    def _secrets(self, sms: OutboundSms | None = None) -> tuple[str, ...]:
+        """What must never be quoted back from a reply: the secret and the message text."""
+        return (self.account.secret("password") or "", sms.text if sms else "")
 
     async def send(self, sms: OutboundSms) -> SendReceipt:
         """Post one piece to ``/sms/json`` and return the message id of every part.
 
         Raises:
             RateLimited: Throttled (status 1 or HTTP 429); ``retry_after_s`` from Vonage's hint.
-            TransientGatewayError: Internal errors, network trouble, unreadable replies.
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a 200 reply that
+                cannot be read or holds no message id): the message may have been accepted.
+            TransientGatewayError: Internal errors, network trouble before sending.
+            PartiallySent: Some parts were accepted and another refused (whatever its status):
+                re-sending would duplicate the accepted ones.
             RecipientRejected: The number is invalid, barred, de-activated or not whitelisted.
             AccountRejected: Bad credentials or signature, no credit, account barred.
             PermanentGatewayError: Anything else Vonage refused, unknown codes included.
         """
         # sender_required: the account always has one; a message's own sender wins.
         sender = sms.sender or self.account.sender or ""
-        unicode = sms.encoding == "UCS-2" or encoding_of(sms.text) == "UCS-2"
         form = {
             "from": sender,
             "to": sms.to_digits,
             "text": sms.text,
-            "type": "unicode" if unicode else "text",
+            "type": "unicode" if sms.encoding == "UCS-2" else "text",
         }
         if sms.client_ref:
             form["client-ref"] = sms.client_ref[-CLIENT_REF_MAX:]
         reply = await self.http.request(
             "POST", f"{self.base_url}/sms/json", data=form, headers=self._auth()
         )
-        return _receipt(reply)
+        return _receipt(reply, self._secrets(sms))
 
     async def test_credentials(self) -> CheckResult:
         """Ask Vonage's balance endpoint (``GET /account/get-balance``); sends nothing."""
@@ -185,7 +198,7 @@ class VonageGateway(SmsGateway):
                 "GET", f"{self.base_url}/account/get-balance", headers=self._auth()
             )
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         body = reply.json()
         if reply.status == 200 and isinstance(body, dict):
             value = body.get("value")
@@ -204,20 +217,19 @@ class VonageGateway(SmsGateway):
                 "balance endpoint answered HTTP 200 without a balance; "
                 "is the url a Vonage REST API?",
             )
-        refused = _request_error(reply, body)
-        reason = str(refused).removeprefix(f"{_NAME}: ")
-        return CheckResult(False, f"balance endpoint refused the request: {reason}")
+        refused = _request_error(reply, body, self._secrets())
+        return CheckResult(False, f"balance endpoint refused the request: {refused.reason}")
 
 
-def _receipt(reply: HttpReply) -> SendReceipt:
+def _receipt(reply: HttpReply, secrets: Iterable[str]) -> SendReceipt:
     """The receipt for a send reply, or the error it stands for."""
     body = reply.json()
     if reply.status != 200:
-        raise _request_error(reply, body)
+        raise _request_error(reply, body, secrets)
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(body, dict) or not isinstance(messages, list) or not messages:
         if isinstance(body, dict) and "error-code" in body:
-            raise _request_error(reply, body)
+            raise _request_error(reply, body, secrets)
         raise _unreadable(reply, "no messages in the reply")
     parts = [part for part in messages if isinstance(part, dict)]
     accepted = [
@@ -231,9 +243,10 @@ def _receipt(reply: HttpReply) -> SendReceipt:
         if str(part.get("status")) != "0"
     ]
     if failed:
-        raise _part_failure(failed, accepted, len(parts))
+        raise _part_failure(failed, accepted, len(parts), secrets)
     if not accepted:
         raise _unreadable(reply, "no message id in the reply")
+    # Every part has status 0: it is on its way even if one part came without an id.
     return SendReceipt(provider_message_ids=tuple(accepted), segments=_count(body, len(parts)))
 
 
@@ -244,9 +257,9 @@ def _count(body: Mapping[str, Any], default: int) -> int:
         return default
 
 
-def _unreadable(reply: HttpReply, what: str) -> TransientGatewayError:
-    # Vonage may have accepted the message; the worker's retry policy decides.
-    return TransientGatewayError(
+def _unreadable(reply: HttpReply, what: str) -> OutcomeUnknown:
+    # Vonage may have accepted the message; the worker's per-lane policy decides.
+    return OutcomeUnknown(
         f"{_NAME}: unreadable reply (HTTP {reply.status}, {what}); "
         f"the message may have been accepted",
         gateway=_NAME,
@@ -254,54 +267,62 @@ def _unreadable(reply: HttpReply, what: str) -> TransientGatewayError:
     )
 
 
-def _status_error(code: str, error_text: str, suffix: str) -> GatewayError:
-    """The error for one part's non-zero status (``suffix`` is appended to the message)."""
-    cls, reason = STATUS_TABLE.get(code, (PermanentGatewayError, f"unknown code {code}"))
-    said = error_text or "no error text"
-    message = f"{_NAME}: status {code} ({said}): {reason}{suffix}"
-    if cls is RateLimited:
-        return RateLimited(
-            message,
-            gateway=_NAME,
-            http_status=200,
-            provider_code=code,
-            retry_after_s=throttle_retry_after(error_text),
-        )
-    return cls(message, gateway=_NAME, http_status=200, provider_code=code)
+def _rule(code: str) -> tuple[type[GatewayError], str]:
+    return STATUS_TABLE.get(code, (PermanentGatewayError, f"unknown code {code}"))
 
 
 def _part_failure(
-    failed: list[tuple[int, str, str]], accepted: list[str], total: int
+    failed: list[tuple[int, str, str]], accepted: list[str], total: int, secrets: Iterable[str]
 ) -> GatewayError:
-    """The error to raise when one or more parts failed: the worst of them."""
+    """The error to raise when one or more parts failed.
+
+    With some parts accepted it is :class:`PartiallySent`, whatever the failed parts said
+    (even a throttle): a resend would duplicate what went out. Otherwise the worst failed
+    part's error.
+    """
 
     def severity(item: tuple[int, str, str]) -> int:
-        return _SEVERITY[STATUS_TABLE.get(item[1], (PermanentGatewayError, ""))[0]]
+        return _SEVERITY[_rule(item[1])[0]]
 
-    worst = max(failed, key=severity)
-    suffix = ""
+    worst_index, code, error_text = max(failed, key=severity)
+    error_class, reason = _rule(code)
+    said = provider_text(error_text, secrets=secrets) or "no error text"
+    message = f"{_NAME}: status {code} ({said}): {reason}"
     if total > 1:
-        which = f"part {worst[0]} of {total}"
+        which = f"part {worst_index} of {total}"
         if len(failed) > 1:
-            which = f"{len(failed)} of {total} parts failed, the worst being part {worst[0]}"
-        if accepted:
-            sent = (
-                f"{len(accepted)} of {total} parts were accepted and will be delivered "
-                f"(message ids {', '.join(accepted)})"
-            )
-        else:
-            sent = "no part was accepted"
-        suffix = f"; {which}; {sent}"
-    error = _status_error(worst[1], worst[2], suffix)
-    if isinstance(error, RateLimited):
-        # Wait for the longest hint among the throttled parts.
-        error.retry_after_s = max(
-            throttle_retry_after(text) for _, code, text in failed if code == "1"
+            which = f"{len(failed)} of {total} parts failed, the worst being part {worst_index}"
+        message += f"; {which}"
+    if accepted:
+        message += (
+            f"; {len(accepted)} of {total} parts were accepted and will be delivered "
+            f"(message ids {', '.join(accepted)}), so the message is not re-sent"
         )
-    return error
+        return PartiallySent(
+            message,
+            gateway=_NAME,
+            accepted_ids=tuple(accepted),
+            http_status=200,
+            provider_code=code,
+        )
+    if total > 1:
+        message += "; no part was accepted"
+    # Several throttled parts: wait for the longest hint among them.
+    retry_after_s = max(
+        (throttle_retry_after(text) for _, part_code, text in failed if part_code == "1"),
+        default=_DEFAULT_RETRY_AFTER_S,
+    )
+    return error_from_rule(
+        error_class,
+        message,
+        gateway=_NAME,
+        http_status=200,
+        provider_code=code,
+        retry_after_s=retry_after_s,
+    )
 
 
-def _request_error(reply: HttpReply, body: Any) -> GatewayError:
+def _request_error(reply: HttpReply, body: Any, secrets: Iterable[str]) -> GatewayError:
     """The error for a request-level failure: an HTTP error or a top-level ``error-code``."""
     code = label = None
     if isinstance(body, dict):
@@ -310,26 +331,26 @@ def _request_error(reply: HttpReply, body: Any) -> GatewayError:
     status = reply.status
     if status == 200 and code is not None and code.isdigit():
         status = int(code)  # an error body under HTTP 200: its code is the HTTP-like status
-    said = f" ({label})" if label else ""
-    detail = f"{_NAME}: HTTP {reply.status}" + (f", error-code {code}" if code else "") + said
+    said = f" ({provider_text(label, secrets=secrets)})" if label else ""
+    shown_code = provider_text(code, secrets=secrets, limit=20) if code else None
+    detail = f"{_NAME}: HTTP {reply.status}" + (f", error-code {shown_code}" if code else "")
+    detail += said
+    error_class: type[GatewayError]
     if status in (401, 403):
-        return AccountRejected(
-            f"{detail}: the API key or secret was refused",
-            gateway=_NAME,
-            http_status=reply.status,
-            provider_code=code,
-        )
-    if status == 429:
-        return RateLimited(
-            f"{detail}: too many concurrent requests",
-            gateway=_NAME,
-            http_status=reply.status,
-            provider_code=code,
-            retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
-        )
-    if status == 407 or not (code or label):
+        error_class, detail = AccountRejected, f"{detail}: the API key or secret was refused"
+    elif status == 429:
+        error_class, detail = RateLimited, f"{detail}: too many concurrent requests"
+    elif status == 407 or not (code or label):
         return error_for_status(reply, _NAME, "the Vonage API")
-    cls: type[GatewayError] = (
-        TransientGatewayError if status == 408 or status >= 500 else PermanentGatewayError
+    elif status == 408 or status >= 500:
+        error_class = TransientGatewayError
+    else:
+        error_class = PermanentGatewayError
+    return error_from_rule(
+        error_class,
+        detail,
+        gateway=_NAME,
+        http_status=reply.status,
+        provider_code=code,
+        retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
     )
-    return cls(detail, gateway=_NAME, http_status=reply.status, provider_code=code)

@@ -53,14 +53,16 @@ from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status, parse_retry_after
 from gateways.models import CheckResult, GatewayAccount, OutboundSms, SendReceipt
-from gateways.redaction import mask_number
+from gateways.redaction import provider_text
 
 __all__ = ["PLACEHOLDERS", "WebhookGateway", "WebhookOptions"]
 
@@ -85,6 +87,9 @@ _ACCOUNT_PLACEHOLDERS: Final = frozenset({"account_id", "user_id", "password", "
 _RECIPIENT_PLACEHOLDERS: Final = frozenset({"to", "to_digits"})
 _DEFAULT_BODY: Final[dict[str, str]] = {"to": "{to}", "text": "{text}"}
 _DETAIL_LIMIT: Final = 200  # characters of provider error text kept in a message
+# Shorter values are not scrubbed out of provider text: a two-letter message ("ok") would
+# turn every word holding it into asterisks, and is no secret.
+_MIN_SCRUBBED: Final = 3
 _FORMATTER: Final = string.Formatter()
 
 
@@ -311,8 +316,10 @@ class WebhookGateway(SmsGateway):
         sender          the {sender} placeholder when the message sets none
 
     Replies: a status in ``success_status`` (and, when configured, ``success_field`` equal
-    to ``success_value``) is a success; the message id is read from ``message_id_field``,
-    else a synthetic ``webhook:<client_ref or uuid4>`` is returned. Any other reply is
+    to ``success_value``) is a success; the message id is read from ``message_id_field``
+    (a success reply without it is :class:`~gateways.errors.OutcomeUnknown`: the message
+    may have gone out); without ``message_id_field``, a synthetic
+    ``webhook:<client_ref or uuid4>`` is returned. Any other reply is
     classified by the provider's code (``error_code_field``) against ``recipient_codes``
     (:class:`RecipientRejected`), ``account_codes`` (:class:`AccountRejected`),
     ``permanent_codes`` and ``retry_codes`` (:class:`RateLimited` when a retry delay is
@@ -407,6 +414,8 @@ class WebhookGateway(SmsGateway):
         Raises:
             TransientGatewayError: Network trouble, 5xx, or a ``retry_codes`` code
                 (``RateLimited`` when a retry delay is known).
+            OutcomeUnknown: No usable answer (timeout, dropped connection, a success reply
+                without the id ``message_id_field`` names).
             PermanentGatewayError: Any other refusal (``RecipientRejected``,
                 ``AccountRejected`` per the code lists and HTTP status).
         """
@@ -430,22 +439,29 @@ class WebhookGateway(SmsGateway):
             status, _field_at(data, options.success_field), options.success_value
         ):
             raise self._failure(reply, sms, success_status=True)
+        if options.message_id_field is None:
+            return SendReceipt(
+                provider_message_ids=(f"{_NAME}:{sms.client_ref or uuid.uuid4()}",), status=status
+            )
         message_id = _text_at(data, options.message_id_field)
         if not message_id:
-            message_id = f"{_NAME}:{sms.client_ref or uuid.uuid4()}"
+            raise OutcomeUnknown(
+                f"{_NAME}: provider answered HTTP {reply.status} without "
+                f"{options.message_id_field}; the message may have been accepted",
+                gateway=_NAME,
+                http_status=reply.status,
+            )
         return SendReceipt(provider_message_ids=(message_id,), status=status)
 
     def _scrub(self, text: str | None, sms: OutboundSms) -> str | None:
-        """Provider text fit for an error message: no secret, no message text, masked number."""
+        """Provider text fit for an error message: no secret, no message text, masked numbers."""
         if not text:
             return None
-        password = self.account.secret("password")
-        for secret in (password, sms.text):
-            if secret and len(secret) >= 3:
-                text = text.replace(secret, "***")
-        for number in (sms.to, sms.to_digits):
-            text = text.replace(number, mask_number(number))
-        return text if len(text) <= _DETAIL_LIMIT else text[: _DETAIL_LIMIT - 1] + "…"
+        secrets = (self.account.secret("password") or "", sms.text)
+        kept = provider_text(
+            text, secrets=[s for s in secrets if len(s) >= _MIN_SCRUBBED], limit=_DETAIL_LIMIT
+        )
+        return kept or None
 
     def _failure(
         self, reply: HttpReply, sms: OutboundSms, *, success_status: bool = False
@@ -463,26 +479,27 @@ class WebhookGateway(SmsGateway):
             said += f", {options.success_field}={got!r}"
         if detail:
             said += f" ({detail})"
-        context: dict[str, Any] = {
-            "gateway": _NAME,
-            "http_status": reply.status,
-            "provider_code": code,
-        }
         kind = self._classify_code(code)
         delay = self._delay(reply, data)
-        if kind is TransientGatewayError and delay is not None:
-            return RateLimited(said, retry_after_s=delay, **context)
-        if kind is not None:
-            return kind(said, **context)
-        if success_status:
-            unknown = f"unknown code {code!r}" if code is not None else "no error code"
-            return PermanentGatewayError(f"{said}: {unknown}", **context)
-        generic = error_for_status(reply, _NAME)
-        if isinstance(generic, RateLimited):
-            return RateLimited(
-                said, retry_after_s=generic.retry_after_s if delay is None else delay, **context
-            )
-        return type(generic)(said, **context)
+        if kind is None and success_status:
+            unknown = f"unknown code {self._scrub(code, sms)!r}" if code else "no error code"
+            said = f"{said}: {unknown}"
+            kind = PermanentGatewayError
+        elif kind is None:
+            generic = error_for_status(reply, _NAME)
+            kind = type(generic)
+            if isinstance(generic, RateLimited) and delay is None:
+                delay = generic.retry_after_s
+        elif kind is TransientGatewayError and delay is not None:
+            kind = RateLimited  # a retry code with a known delay is a throttle
+        return error_from_rule(
+            kind,
+            said,
+            gateway=_NAME,
+            http_status=reply.status,
+            provider_code=code,
+            retry_after_s=1.0 if delay is None else delay,
+        )
 
     def _classify_code(self, code: str | None) -> type[GatewayError] | None:
         if code is None:
@@ -544,7 +561,7 @@ class WebhookGateway(SmsGateway):
                 headers=account_only(options.headers),
             )
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         if 200 <= reply.status < 300:
             return CheckResult(
                 True,

@@ -13,7 +13,13 @@ import aiohttp
 import pytest
 
 from gateways.base import Capabilities, GatewayMetadata, SmsGateway
-from gateways.errors import AccountRejected, ConfigurationError, GatewayError
+from gateways.errors import (
+    AccountRejected,
+    ConfigurationError,
+    GatewayError,
+    OutcomeUnknown,
+    TransientGatewayError,
+)
 from gateways.http import Timeouts
 from gateways.models import CheckResult, GatewayAccount, OutboundSms, SendReceipt
 from gateways.registry import discover
@@ -23,12 +29,13 @@ from gateways.testing import (
     ConformanceError,
     check_clone_independence,
     check_diagnostics,
+    check_failures_hold_no_secrets,
     check_metadata,
     check_no_secrets,
     check_options_schema,
     check_required_fields,
     check_send_outcomes,
-    check_unreachable,
+    check_timeout,
     cut_off,
 )
 
@@ -148,9 +155,14 @@ async def test_no_secret_in_reprs_errors_or_check_reasons(
     cls = load(name)
     account = valid_account(name, cls)
     gateway = cls(account, http_session)
-    # When a send cannot connect, the checks run against a closed port, and required
-    # fields are missing
-    errors: list[BaseException] = [await check_unreachable(gateway, SMS)]
+    # When a send cannot connect, times out after connecting, meets a proxy's 407 (plain and
+    # CONNECT), the checks run against a closed port, and required fields are missing
+    errors: list[BaseException] = [*await check_failures_hold_no_secrets(gateway, SMS)]
+    assert [type(error) for error in errors[1:]] == [
+        OutcomeUnknown,
+        AccountRejected,
+        AccountRejected,
+    ]
     results = await check_diagnostics(cut_off(gateway))
     required = cls.metadata.required_fields()
     if required:
@@ -203,6 +215,28 @@ async def test_sandbox_send_outcomes(
         [WRONG_PASSWORD, SMS.text],
         errors=[outcomes.transient, outcomes.permanent],
     )
+
+
+@pytest.mark.parametrize("fault", ["accept_then_drop_next", "accept_then_hang_next"])
+@pytest.mark.parametrize("name", SANDBOX_NAMES)
+async def test_accepted_but_unanswered_is_outcome_unknown(
+    name: str, fault: str, sandbox: SandboxServer, http_session: aiohttp.ClientSession
+) -> None:
+    # Given the provider takes the next message, then drops the connection (or hangs past
+    # the adapter's timeout) instead of answering
+    cls = load(name)
+    gateway = cls(sandbox_account(cls, sandbox.url), http_session, timeouts=Timeouts(total_s=0.5))
+    sandbox.state.set_faults(name, "*", Faults.model_validate({fault: 1, "hang_s": 2}))
+    # When it sends
+    with pytest.raises(OutcomeUnknown) as caught:
+        await gateway.send(SMS)
+    # Then the adapter cannot know, and says so, while the message is in fact on its way
+    [message] = sandbox.state.messages(provider=name)
+    assert message.text == SMS.text
+    assert caught.value.request_sent
+    check_no_secrets(gateway, [SMS.text], errors=[caught.value])
+    # And the fault was used up: the next send gets its answer
+    assert (await gateway.send(SMS)).provider_message_ids
 
 
 @pytest.mark.parametrize("name", SANDBOX_NAMES)
@@ -326,6 +360,40 @@ async def test_kit_rejects_leaks_and_shared_state(http_session: aiohttp.ClientSe
         check_no_secrets(_Good(GOOD_ACCOUNT, http_session), errors=[leaky_error])
     with pytest.raises(ConformanceError, match="must not share the account"):
         check_clone_independence(Sticky(GOOD_ACCOUNT, http_session))
+
+
+async def test_kit_finds_a_secret_in_a_hidden_context(http_session: aiohttp.ClientSession) -> None:
+    # Given an error raised `from None` while handling one that quotes the secret
+    try:
+        try:
+            raise ValueError("https://api.example.com/send?key=p-secret-1")
+        except ValueError:
+            raise GatewayError("good: refused", gateway="good") from None
+    except GatewayError as error:
+        hidden = error
+    assert hidden.__suppress_context__ and hidden.__cause__ is None
+    # When checked / Then the kit still finds it: loggers and error trackers can reach it
+    with pytest.raises(ConformanceError, match="error #0"):
+        check_no_secrets(_Good(GOOD_ACCOUNT, http_session), errors=[hidden])
+
+
+async def test_kit_rejects_a_timeout_reported_as_plainly_transient(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given an adapter that turns every failure into a plain "retry later"
+    class Blunt(_Good):
+        """user_id password"""
+
+        async def send(self, sms: OutboundSms) -> SendReceipt:
+            try:
+                await self.http.request("POST", f"{self.base_url}/send")
+            except GatewayError:
+                raise TransientGatewayError("good: failed", gateway="good") from None
+            return SendReceipt(provider_message_ids=("x",))
+
+    # When its timeout is checked / Then the kit says the outcome must be unknown
+    with pytest.raises(ConformanceError, match="expected OutcomeUnknown"):
+        await check_timeout(Blunt(GOOD_ACCOUNT, http_session), SMS)
 
 
 async def test_kit_rejects_a_send_that_succeeds_when_it_should_fail(

@@ -15,6 +15,7 @@ from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
@@ -78,21 +79,24 @@ async def test_ucs2_text_arrives_intact(
 ) -> None:
     # Given text outside GSM-7, an emoji (a surrogate pair) included
     text = "Ваш код 123456 👋 ça"
-    # When sent as planned (UCS-2)
-    await make_gateway(sandbox, http_session).send(OutboundSms(to=TO, text=text, encoding="UCS-2"))
+    # When sent (the text makes it UCS-2)
+    await make_gateway(sandbox, http_session).send(OutboundSms(to=TO, text=text))
     # Then the simulator delivered it as UCS-2, character for character (no "?")
     [message] = sandbox.state.messages(provider="bulletin")
     assert message.text == text
     assert message.encoding == "UCS-2"
 
 
-async def test_ucs2_is_marked_even_when_planned_as_gsm(
+async def test_one_character_outside_gsm_makes_the_message_unicode(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
-    # Given a piece planned wrongly as GSM-7 / When sent / Then the text decides
-    await make_gateway(sandbox, http_session).send(OutboundSms(to=TO, text="Merci, ça va"))
+    # Given a French text whose only non-GSM character is "ç"
+    sms = OutboundSms(to=TO, text="Merci, ça va")
+    assert sms.encoding == "UCS-2"
+    # When sent / Then it went marked as UTF-16 and arrived intact as UCS-2
+    await make_gateway(sandbox, http_session).send(sms)
     [message] = sandbox.state.messages(provider="bulletin")
-    assert message.text == "Merci, ça va"
+    assert (message.text, message.encoding) == ("Merci, ça va", "UCS-2")
 
 
 @pytest.mark.parametrize(
@@ -105,8 +109,8 @@ async def test_long_text_is_sent_once_with_a_fragmentation_limit(
 ) -> None:
     # Given a text beyond Bulletin's 480-character default (or 3 UCS-2 segments)
     gateway = make_gateway(sandbox, http_session)
-    # When sent (even with a segment count that is too low)
-    receipt = await gateway.send(OutboundSms(to=TO, text=text, segments=1))
+    # When sent
+    receipt = await gateway.send(OutboundSms(to=TO, text=text))
     # Then fragmentationLimit lets it through whole
     assert receipt.segments == segments
     [message] = sandbox.state.messages(provider="bulletin")
@@ -177,7 +181,7 @@ async def test_request_is_a_form_post_without_credentials_in_the_url(
         )
         # When a UCS-2 message is sent
         await BulletinGateway(account, http_session).send(
-            OutboundSms(to=TO, text="код", encoding="UCS-2", client_ref="r1")
+            OutboundSms(to=TO, text="код", client_ref="r1")
         )
     finally:
         await runner.cleanup()
@@ -262,21 +266,51 @@ async def test_server_error_is_transient(
     assert caught.value.http_status == 500
 
 
-async def test_timeout_is_transient(
+async def test_timeout_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     sandbox.state.set_faults("bulletin", "*", Faults(hang_next=1, hang_s=2))
     gateway = make_gateway(sandbox, http_session, timeouts=Timeouts(total_s=0.5))
-    with pytest.raises(TransientGatewayError, match="did not answer in time"):
+    with pytest.raises(OutcomeUnknown, match="did not answer in time"):
         await gateway.send(OutboundSms(to=TO, text="hi"))
 
 
-async def test_dropped_connection_is_transient(
+async def test_dropped_connection_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     sandbox.state.set_faults("bulletin", "*", Faults(drop_next=1))
-    with pytest.raises(TransientGatewayError):
+    with pytest.raises(OutcomeUnknown):
         await make_gateway(sandbox, http_session).send(OutboundSms(to=TO, text="hi"))
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+async def test_any_2xx_is_accepted(http_session: aiohttp.ClientSession, status: int) -> None:
+    # Given a Bulletin that answers another 2xx than its documented 204
+    async def accept(request: web.Request) -> web.Response:
+        await request.post()
+        return web.Response(status=status, text="OK")
+
+    app = web.Application()
+    app.router.add_post("/api/1/sms/out", accept)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        account = GatewayAccount(
+            name="t",
+            gateway="bulletin",
+            url=f"http://127.0.0.1:{runner.addresses[0][1]}",
+            user_id="u1",
+            password=PASSWORD,
+        )
+        # When a message is sent
+        receipt = await BulletinGateway(account, http_session).send(
+            OutboundSms(to=TO, text="hi", client_ref="r1")
+        )
+    finally:
+        await runner.cleanup()
+    # Then it counts as accepted, under the messageId we chose
+    assert receipt.provider_message_ids == ("r1",)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +332,6 @@ async def test_dropped_connection_is_transient(
         (503, {}, "", TransientGatewayError),
         (500, {}, "", TransientGatewayError),
         (418, {}, "", PermanentGatewayError),
-        (200, {}, "", PermanentGatewayError),
     ],
 )
 def test_every_status_maps_to_exactly_one_error_class(
@@ -314,6 +347,26 @@ def test_every_status_maps_to_exactly_one_error_class(
 def test_error_text_is_read_from_the_h1_without_markup() -> None:
     body = b"<html><head><title>x</title></head><body><h1>Bad <b>thing</b>\n here</h1></body>"
     assert str(error_for_send(HttpReply(400, {}, body))) == "bulletin: HTTP 400 (Bad thing here)"
+
+
+def test_error_text_falls_back_to_the_status_line() -> None:
+    # Given a 400 whose only text is its status line (Bulletin's other way of saying it)
+    reply = HttpReply(400, {}, b"", reason="Invalid destination address")
+    # When classified / Then the status line is the error text, and it names the recipient
+    error = error_for_send(reply)
+    assert type(error) is RecipientRejected
+    assert str(error) == "bulletin: HTTP 400 (Invalid destination address)"
+
+
+def test_error_text_echoing_the_request_is_made_safe() -> None:
+    # Given an error text that quotes the password, the message text and the number
+    body = f"<h1>Refused {PASSWORD} for 447700900123: code 918273 here</h1>".encode()
+    # When classified with the secrets
+    error = error_for_send(HttpReply(400, {}, body), secrets=(PASSWORD, "code 918273 here"))
+    # Then none of them shows, the number only masked
+    text = str(error)
+    assert PASSWORD not in text and "918273" not in text and "447700900123" not in text
+    assert text == "bulletin: HTTP 400 (Refused *** for 447*****0123: ***)"
 
 
 # --- checks ----------------------------------------------------------------------------------

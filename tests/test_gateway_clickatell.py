@@ -19,6 +19,7 @@ from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
@@ -95,7 +96,7 @@ async def test_ucs2_text_arrives_intact(
     # Given a text with Cyrillic and an emoji (outside the BMP)
     text = "Код: 4821 😀"
     # When it is sent (the Platform takes UTF-8 content and encodes itself)
-    await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text, encoding="UCS-2"))
+    await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text))
     # Then the inbox holds the exact text, counted as UCS-2
     (message,) = sandbox.state.messages(provider="clickatell")
     assert message.text == text
@@ -108,9 +109,7 @@ async def test_long_text_goes_in_one_request_and_the_provider_splits_it(
     # Given a GSM-7 text of 400 characters (3 concatenated segments)
     text = ("0123456789" * 40)[:400]
     # When it is sent as one piece
-    receipt = await _gateway(sandbox.url, http_session).send(
-        OutboundSms(to=TO, text=text, segments=3)
-    )
+    receipt = await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text))
     # Then one message id comes back and the inbox counts three segments
     assert len(receipt.provider_message_ids) == 1
     (message,) = sandbox.state.messages(provider="clickatell")
@@ -262,7 +261,7 @@ async def test_provider_fault_is_transient(
     assert (caught.value.http_status, caught.value.provider_code) == (503, "19")
 
 
-async def test_timeout_is_transient(
+async def test_timeout_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the provider hangs for 2 s and the adapter waits 0.5 s
@@ -270,20 +269,20 @@ async def test_timeout_is_transient(
     gateway = _gateway(sandbox.url, http_session, timeouts=Timeouts(total_s=0.5))
     started = time.monotonic()
     # When it sends
-    with pytest.raises(TransientGatewayError) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         await gateway.send(OutboundSms(to=TO, text="Hello"))
     # Then it gives up in time, knowing the message may have been accepted
     assert time.monotonic() - started < 1.5
     assert caught.value.request_sent
 
 
-async def test_dropped_connection_is_transient(
+async def test_dropped_connection_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the provider cuts the next connection
     sandbox.state.set_faults("clickatell", "*", Faults(drop_next=1))
-    # When the adapter sends / Then the failure is transient
-    with pytest.raises(TransientGatewayError):
+    # When the adapter sends / Then the outcome is unknown (it may have been sent)
+    with pytest.raises(OutcomeUnknown):
         await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text="Hello"))
 
 
@@ -309,7 +308,11 @@ async def test_dropped_connection_is_transient(
         (401, {"error": "Authentication failed"}, AccountRejected),
         (400, {"error": "Something unexpected"}, PermanentGatewayError),
         (502, "<html>Bad gateway</html>", TransientGatewayError),
-        (202, "not json", PermanentGatewayError),
+        # A 2xx without a usable answer: the message may have been accepted.
+        (202, "not json", OutcomeUnknown),
+        (202, {"messages": [{"accepted": True, "to": "447700900123"}]}, OutcomeUnknown),
+        (202, {"messages": [{"accepted": True, "apiMessageId": ""}]}, OutcomeUnknown),
+        (200, {"messages": []}, OutcomeUnknown),
         (202, {"messages": [], "errorCode": 20, "error": "No balance"}, AccountRejected),
     ],
 )
@@ -330,6 +333,28 @@ async def test_replies_the_sandbox_does_not_give_are_classified(
         with pytest.raises(GatewayError) as caught:
             await _gateway(url, http_session).send(OutboundSms(to=TO, text="Hi"))
     assert type(caught.value) is expected
+
+
+async def test_provider_text_echoing_the_request_is_made_safe(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given a provider whose error text quotes the key, the message text and the number
+    key = "echoed-key-5b2c"
+
+    async def answer(request: web.Request) -> web.Response:
+        error = f"Refused key {key} sending 'code 771234' to 447700900123"
+        return web.json_response({"error": {"code": 23, "description": error}}, status=400)
+
+    async with _local_server(answer) as url:
+        # When the adapter sends
+        with pytest.raises(PermanentGatewayError) as caught:
+            await _gateway(url, http_session, password=key).send(
+                OutboundSms(to=TO, text="code 771234")
+            )
+    # Then the provider's words are kept, without the key, the code or the whole number
+    text = str(caught.value)
+    assert key not in text and "771234" not in text and "447700900123" not in text
+    assert text == "clickatell: error 23 (Refused key *** sending '***' to 447*****0123)"
 
 
 # --- checks -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
@@ -109,8 +110,8 @@ async def test_ucs2_text_travels_as_hex_and_arrives_intact(
 ) -> None:
     # Given a text with Greek, Cyrillic and an emoji
     text = "Κωδικός / Код 4821 😀"
-    # When it is sent as UCS-2
-    await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text, encoding="UCS-2"))
+    # When it is sent (the text makes it UCS-2)
+    await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text))
     # Then the sandbox decoded the hex back to the exact text
     (message,) = sandbox.state.messages(provider="clickatell-http")
     assert message.text == text
@@ -122,25 +123,27 @@ async def test_long_text_is_sent_with_concat(
 ) -> None:
     # Given a UCS-2 text of 150 characters: 3 segments
     text = "Ж" * 150
-    # When it is sent as a 3-segment piece
-    receipt = await _gateway(sandbox.url, http_session).send(
-        OutboundSms(to=TO, text=text, encoding="UCS-2", segments=3)
-    )
+    # When it is sent as one piece
+    receipt = await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text=text))
     # Then the gateway accepted it (concat=3) and counts three segments
     assert len(receipt.provider_message_ids) == 1
     (message,) = sandbox.state.messages(provider="clickatell-http")
     assert (message.text, message.segments) == (text, 3)
 
 
-async def test_a_long_text_without_concat_is_refused(
+async def test_a_text_beyond_the_three_part_concat_limit_is_refused(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
-    # Given a 200-character text wrongly planned as one segment (so no concat is sent)
-    # When it is sent / Then the gateway refuses it with error 113, a permanent error
+    # Given a 600-character text: 4 segments, one more than concat allows
+    sms = OutboundSms(to=TO, text="a" * 600)
+    assert sms.segments == 4
+    # When it is sent (the worker never plans this; the gateway is the last line)
+    # Then the gateway refuses it with error 113, a permanent error, and nothing is sent
     with pytest.raises(PermanentGatewayError) as caught:
-        await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text="a" * 200))
+        await _gateway(sandbox.url, http_session).send(sms)
     assert type(caught.value) is PermanentGatewayError
     assert caught.value.provider_code == "113"
+    assert sandbox.state.messages(provider="clickatell-http") == []
 
 
 async def test_request_has_the_documented_wire_format(
@@ -157,11 +160,10 @@ async def test_request_has_the_documented_wire_format(
         return web.Response(text="ID: " + "b" * 32)
 
     async with _local_server(record) as url:
-        # When a two-segment UCS-2 piece with sender and reference is sent
+        # When a two-segment UCS-2 piece (81 characters) with sender and reference is sent
         await _gateway(url, http_session, options={"callback": 3}).send(
             OutboundSms(
-                to=TO, text="Hi" * 40, encoding="UCS-2", segments=2, sender="Acme",
-                client_ref="job-7:1",
+                to=TO, text="Hi" * 40 + "Ж", sender="Acme", client_ref="job-7:1",
             )
         )  # fmt: skip
     # Then it is a form POST to /http/sendmsg, credentials in the body, never the URL
@@ -171,7 +173,7 @@ async def test_request_has_the_documented_wire_format(
         "password": "sandbox-password",
         "api_id": "3500001",
         "to": "447700900123",
-        "text": "00480069" * 40,
+        "text": "00480069" * 40 + "0416",
         "unicode": "1",
         "concat": "2",
         "from": "Acme",
@@ -220,7 +222,9 @@ async def test_wrong_api_id_is_account_rejected(
         ("007", AccountRejected),
         ("301", AccountRejected),
         ("302", AccountRejected),
-        ("003", TransientGatewayError),
+        # We never use sessions: a session error means the account is not what we think.
+        ("003", AccountRejected),
+        ("005", AccountRejected),
         ("114", TransientGatewayError),
         ("901", TransientGatewayError),
         ("130", RateLimited),
@@ -289,26 +293,26 @@ async def test_provider_fault_is_transient(
     assert (caught.value.http_status, caught.value.provider_code) == (500, "901")
 
 
-async def test_timeout_is_transient(
+async def test_timeout_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the gateway hangs for 2 s and the adapter waits 0.5 s
     sandbox.state.set_faults("clickatell-http", "*", Faults(hang_next=1, hang_s=2))
     gateway = _gateway(sandbox.url, http_session, timeouts=Timeouts(total_s=0.5))
     started = time.monotonic()
-    # When it sends / Then it gives up in time with a transient error
-    with pytest.raises(TransientGatewayError):
+    # When it sends / Then it gives up in time, the outcome unknown
+    with pytest.raises(OutcomeUnknown):
         await gateway.send(OutboundSms(to=TO, text="Hello"))
     assert time.monotonic() - started < 1.5
 
 
-async def test_dropped_connection_is_transient(
+async def test_dropped_connection_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the gateway cuts the next connection
     sandbox.state.set_faults("clickatell-http", "*", Faults(drop_next=1))
-    # When the adapter sends / Then the failure is transient
-    with pytest.raises(TransientGatewayError):
+    # When the adapter sends / Then the outcome is unknown (it may have been sent)
+    with pytest.raises(OutcomeUnknown):
         await _gateway(sandbox.url, http_session).send(OutboundSms(to=TO, text="Hello"))
 
 
@@ -317,8 +321,11 @@ async def test_dropped_connection_is_transient(
     [
         (200, "ERR: 121, Destination mobile number blocked To: 447700900123", RecipientRejected),
         (502, "<html>Bad gateway</html>", TransientGatewayError),
-        (200, "Something else", PermanentGatewayError),
-        (200, "", PermanentGatewayError),
+        # A 2xx without an ID line: the message may have been accepted.
+        (200, "Something else", OutcomeUnknown),
+        (200, "", OutcomeUnknown),
+        (202, "OK", OutcomeUnknown),
+        (404, "Not found", PermanentGatewayError),
     ],
 )
 async def test_replies_the_sandbox_does_not_give_are_classified(
@@ -334,6 +341,23 @@ async def test_replies_the_sandbox_does_not_give_are_classified(
             await _gateway(url, http_session).send(OutboundSms(to=TO, text="Hi"))
     assert type(caught.value) is expected
     assert "447700900123" not in str(caught.value)
+
+
+async def test_err_description_echoing_the_request_is_made_safe(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given a gateway whose unknown error quotes the password and the message text
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(text="ERR: 999, Odd request password=sandbox-password text=pin 4417")
+
+    async with _local_server(answer) as url:
+        # When the adapter sends
+        with pytest.raises(PermanentGatewayError) as caught:
+            await _gateway(url, http_session).send(OutboundSms(to=TO, text="pin 4417"))
+    # Then the description is kept without either
+    assert str(caught.value) == (
+        "clickatell-http: unknown code 999 (Odd request password=*** text=***)"
+    )
 
 
 # --- checks -------------------------------------------------------------------------------

@@ -12,17 +12,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateways.encoding import segment
 from gateways.errors import (
     AccountRejected,
     ConfigurationError,
     GatewayError,
+    OutcomeUnknown,
+    PartiallySent,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
 )
-from gateways.http import Timeouts
+from gateways.http import Timeouts, basic_auth_header
 from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
 from gateways.sandbox import Faults, SandboxAccount, SandboxServer
@@ -53,10 +54,7 @@ def _gateway(
 
 
 def _sms(text: str = "Your code is 123456", to: str = TO, **extra: Any) -> OutboundSms:
-    counted = segment(text)
-    return OutboundSms(
-        to=to, text=text, encoding=counted.encoding, segments=max(1, counted.segments), **extra
-    )
+    return OutboundSms(to=to, text=text, **extra)
 
 
 def _assert_no_secret(error: BaseException) -> None:
@@ -250,28 +248,73 @@ async def test_5xx_is_transient_and_the_next_send_works(
     assert receipt.provider_message_ids
 
 
-async def test_timeout_is_transient(
+async def test_timeout_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the next request hangs past the adapter's 0.5 s timeout
     sandbox.state.set_faults("vonage", "*", Faults(hang_next=1, hang_s=2))
     gateway = _gateway(sandbox.url, http_session, timeouts=Timeouts(total_s=0.5))
-    # When sending, Then a transient error says the message may have been accepted
-    with pytest.raises(TransientGatewayError, match="did not answer in time") as caught:
+    # When sending, Then the error says the message may have been accepted
+    with pytest.raises(OutcomeUnknown, match="did not answer in time") as caught:
         await gateway.send(_sms())
     assert caught.value.request_sent
     _assert_no_secret(caught.value)
 
 
-async def test_dropped_connection_is_transient(
+async def test_dropped_connection_is_outcome_unknown(
     sandbox: SandboxServer, http_session: aiohttp.ClientSession
 ) -> None:
     # Given the next connection is cut without an answer
     sandbox.state.set_faults("vonage", "*", Faults(drop_next=1))
-    # When sending, Then the error is transient and nothing was recorded
-    with pytest.raises(TransientGatewayError):
+    # When sending, Then the outcome is unknown (here nothing was recorded)
+    with pytest.raises(OutcomeUnknown):
         await _gateway(sandbox.url, http_session).send(_sms())
     assert sandbox.state.messages(provider="vonage") == []
+
+
+@pytest.mark.parametrize(
+    ("code", "failed_class"),
+    [("7", RecipientRejected), ("1", RateLimited), ("5", TransientGatewayError)],
+    ids=["barred", "throttled", "internal-error"],
+)
+async def test_a_part_failing_after_others_were_accepted_is_partially_sent(
+    code: str,
+    failed_class: type[GatewayError],
+    sandbox: SandboxServer,
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given Vonage will refuse only part 2 of a three-part text, with this status
+    sandbox.state.set_faults("vonage", "*", Faults(number_errors={TO.lstrip("+"): f"{code}@2"}))
+    text = "The quick brown fox jumps over the lazy dog. " * 9
+    # When it is sent
+    with pytest.raises(PartiallySent) as caught:
+        await _gateway(sandbox.url, http_session).send(_sms(text))
+    # Then, whatever the part's status (even a throttle, otherwise retryable), the error is
+    # final and carries the ids of the two parts that went out
+    error = caught.value
+    assert STATUS_TABLE[code][0] is failed_class
+    assert isinstance(error, PermanentGatewayError)
+    assert not isinstance(error, TransientGatewayError)
+    [message] = sandbox.state.messages(provider="vonage")
+    assert list(error.accepted_ids) == message.message_ids
+    assert len(error.accepted_ids) == 2
+    assert (error.provider_code, error.http_status) == (code, 200)
+    assert str(error).startswith(f"vonage: status {code} (")
+    assert "part 2 of 3; 2 of 3 parts were accepted" in str(error)
+    _assert_no_secret(error)
+
+
+async def test_accepted_but_connection_dropped_is_outcome_unknown_with_the_message_sent(
+    sandbox: SandboxServer, http_session: aiohttp.ClientSession
+) -> None:
+    # Given Vonage takes the next message, then cuts the connection before answering
+    sandbox.state.set_faults("vonage", "*", Faults(accept_then_drop_next=1))
+    # When it is sent
+    with pytest.raises(OutcomeUnknown):
+        await _gateway(sandbox.url, http_session).send(_sms())
+    # Then the message is on its way although the adapter could not know
+    [message] = sandbox.state.messages(provider="vonage")
+    assert message.text == "Your code is 123456"
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -452,15 +495,17 @@ async def test_request_carries_vonage_fields_and_no_secret_in_the_body(
     }
     assert len(form["client-ref"]) == 40
     # And the credentials travel only in the Basic header
+    assert canned.auth_headers == [basic_auth_header("sandbox1", SECRET)]
     assert canned.auth_headers == [aiohttp.encode_basic_auth("sandbox1", SECRET, "utf-8")]
     assert SECRET not in json.dumps(form)
 
 
-async def test_gsm_piece_with_a_non_gsm_character_still_goes_as_unicode(
+async def test_a_single_non_gsm_character_makes_the_piece_unicode(
     http_session: aiohttp.ClientSession, canned: Canned
 ) -> None:
-    # Given a piece wrongly planned as GSM-7 whose text needs UCS-2
-    sms = OutboundSms(to=TO, text="naïve “quotes”", encoding="GSM-7")
+    # Given a mostly Latin text whose "ï" and curly quotes are outside GSM-7
+    sms = OutboundSms(to=TO, text="naïve “quotes”")
+    assert sms.encoding == "UCS-2"
     canned.answer(_reply(_ok("ID1")))
     await _gateway(canned.url, http_session).send(sms)
     # Then type=unicode is sent, so Vonage does not garble it
@@ -472,28 +517,56 @@ async def test_partial_failure_says_which_parts_were_accepted(
 ) -> None:
     # Given Vonage accepted part 1 and barred part 2
     canned.answer(_reply(_ok("AAA111"), _failed("7", "Number Barred")))
-    with pytest.raises(RecipientRejected) as caught:
+    with pytest.raises(PartiallySent) as caught:
         await _gateway(canned.url, http_session).send(_sms("y" * 200))
     # Then the error names the failed part and the accepted one with its id
     message = str(caught.value)
     assert message.startswith("vonage: status 7 (Number Barred)")
     assert "part 2 of 2" in message
     assert "1 of 2 parts were accepted and will be delivered (message ids AAA111)" in message
+    assert caught.value.accepted_ids == ("AAA111",)
+
+
+async def test_a_throttled_part_next_to_an_accepted_one_is_not_retried(
+    http_session: aiohttp.ClientSession, canned: Canned
+) -> None:
+    # Given Vonage accepted part 1 and throttled part 2
+    throttled = _failed("1", "Throughput Rate Exceeded - please wait [ 250 ] and retry")
+    canned.answer(_reply(_ok("AAA111"), throttled))
+    # When sending / Then it is PartiallySent, not RateLimited: a retry would send part 1 twice
+    with pytest.raises(PartiallySent) as caught:
+        await _gateway(canned.url, http_session).send(_sms("y" * 200))
+    assert not isinstance(caught.value, RateLimited)
+    assert (caught.value.provider_code, caught.value.accepted_ids) == ("1", ("AAA111",))
 
 
 async def test_several_failed_parts_raise_the_worst(
     http_session: aiohttp.ClientSession, canned: Canned
 ) -> None:
-    # Given one part throttled and one refused for lack of credit
+    # Given one part throttled and one refused for lack of credit, none accepted
     parts = (_failed("1", "Throughput Rate Exceeded - please wait [ 250 ] and retry"),
-             _failed("9", "Partner Quota Exceeded"), _ok("BBB"))  # fmt: skip
+             _failed("9", "Partner Quota Exceeded"))  # fmt: skip
     canned.answer(_reply(*parts))
     with pytest.raises(GatewayError) as caught:
-        await _gateway(canned.url, http_session).send(_sms("y" * 400))
+        await _gateway(canned.url, http_session).send(_sms("y" * 200))
     # Then the account-level error wins over the throttle
     assert type(caught.value) is AccountRejected
     assert caught.value.provider_code == "9"
-    assert "2 of 3 parts failed, the worst being part 2" in str(caught.value)
+    assert "2 of 2 parts failed, the worst being part 2; no part was accepted" in str(caught.value)
+
+
+async def test_error_text_echoing_the_request_is_made_safe(
+    http_session: aiohttp.ClientSession, canned: Canned
+) -> None:
+    # Given an error text that quotes the secret, the message text and the number
+    said = f"Refused {SECRET} for 'pin 6612' to 447700900123"
+    canned.answer(_reply(_failed("3", said)))
+    with pytest.raises(PermanentGatewayError) as caught:
+        await _gateway(canned.url, http_session).send(_sms("pin 6612"))
+    # Then Vonage's words stay, without any of them
+    assert str(caught.value) == (
+        "vonage: status 3 (Refused *** for '***' to 447*****0123): a parameter is invalid"
+    )
 
 
 async def test_throttled_parts_wait_for_the_longest_hint(
@@ -554,11 +627,12 @@ async def test_top_level_401_error_body_is_account_rejected(
     [
         (502, "Bad Gateway", TransientGatewayError),
         (400, "Bad Request", PermanentGatewayError),
-        (200, "<html>maintenance</html>", TransientGatewayError),
+        (200, "<html>maintenance</html>", OutcomeUnknown),
+        (200, json.dumps({"message-count": "1", "messages": []}), OutcomeUnknown),
         (
             200,
             json.dumps({"message-count": "1", "messages": [{"status": "0"}]}),
-            TransientGatewayError,
+            OutcomeUnknown,
         ),
     ],
 )
@@ -573,7 +647,7 @@ async def test_other_http_replies(
     canned.answer(status=status, body=body)
     with pytest.raises(GatewayError) as caught:
         await _gateway(canned.url, http_session).send(_sms())
-    # Then the class follows the HTTP status; unreadable 200s are transient (maybe sent)
+    # Then the class follows the HTTP status; unreadable 200s leave the outcome unknown
     assert type(caught.value) is expected
     assert caught.value.http_status == status
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,11 +19,13 @@ from aiohttp import web
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     TransientGatewayError,
 )
 from gateways.http import GatewayHttp, HttpReply, Timeouts, error_for_status, parse_retry_after
+from gateways.sandbox.server import self_signed_certificate
 from tests.proxy_server import free_port
 
 FAST = Timeouts(connect_s=1, total_s=2, connect_attempts=3, deadline_s=5)
@@ -62,6 +67,36 @@ def app_with(method: str, path: str, handler: Callable[..., Awaitable[web.Stream
     app = web.Application()
     app.router.add_route(method, path, handler)
     return app
+
+
+def every_text(error: BaseException) -> list[str]:
+    """str and repr of the error and of everything chained to it, hidden contexts included."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current)]
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return texts
+
+
+def saturated_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A loopback listener whose accept queue is full: a new connect hangs (SYN dropped)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):  # the handshake completes in the kernel
+            filler.connect(listener.getsockname())
+        fillers.append(filler)
+    return listener, fillers
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -200,7 +235,7 @@ async def test_total_timeout_is_transient_maybe_sent_and_not_retried(
     http = GatewayHttp(http_session, gateway="t", timeouts=timeouts)
     attempts = counted(http, monkeypatch)
     # When requested
-    with pytest.raises(TransientGatewayError) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         await http.request("POST", f"{url}/send?password=Hunter2Secret", data={"a": "b"})
     # Then it may have been accepted, so it is not retried here
     host = url.removeprefix("http://")
@@ -209,6 +244,52 @@ async def test_total_timeout_is_transient_maybe_sent_and_not_retried(
     )
     assert caught.value.request_sent is True
     assert len(attempts) == 1
+    # And nothing chained to it names the URL's password (hidden contexts included)
+    assert caught.value.__cause__ is None
+    assert not any("Hunter2Secret" in text for text in every_text(caught.value))
+
+
+async def test_connect_timeout_error_holds_no_secret_from_the_url(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given a host whose accept queue is full (so connecting hangs), and a password in the URL
+    listener, fillers = saturated_listener()
+    port = listener.getsockname()[1]
+    timeouts = Timeouts(connect_s=0.3, total_s=5, connect_attempts=2, deadline_s=2)
+    http = GatewayHttp(http_session, gateway="legacy", timeouts=timeouts)
+    try:
+        # When requested
+        with pytest.raises(TransientGatewayError) as caught:
+            await http.request("GET", f"http://127.0.0.1:{port}/send?password=Hunter2Secret")
+    finally:
+        for sock in (listener, *fillers):
+            sock.close()
+    # Then it is a connect timeout, never sent, named by host only
+    error = caught.value
+    assert type(error) is TransientGatewayError and error.request_sent is False
+    assert str(error) == f"legacy: connecting to 127.0.0.1:{port} timed out"
+    # And nothing chained to it holds the password, not even a suppressed context (loggers
+    # and error trackers can reach one)
+    assert error.__cause__ is None
+    assert not any("Hunter2Secret" in text for text in every_text(error))
+
+
+async def test_read_timeout_error_holds_no_secret_from_the_url(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    # Given a host that takes the connection and never answers, and a password in the URL
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accepted: the request goes out, no reply comes
+        port = listener.getsockname()[1]
+        timeouts = Timeouts(connect_s=1, total_s=0.3, connect_attempts=3, deadline_s=2)
+        http = GatewayHttp(http_session, gateway="legacy", timeouts=timeouts)
+        # When requested
+        with pytest.raises(OutcomeUnknown) as caught:
+            await http.request("POST", f"http://127.0.0.1:{port}/send?password=Hunter2Secret")
+    # Then the outcome is unknown, and no text chained to it holds the password
+    assert caught.value.request_sent is True and caught.value.__cause__ is None
+    assert not any("Hunter2Secret" in text for text in every_text(caught.value))
 
 
 async def test_connection_closed_mid_request_is_transient_and_not_retried(
@@ -224,14 +305,76 @@ async def test_connection_closed_mid_request_is_transient_and_not_retried(
     http = GatewayHttp(http_session, gateway="t", timeouts=FAST)
     attempts = counted(http, monkeypatch)
     try:
-        with pytest.raises(TransientGatewayError) as caught:
+        with pytest.raises(OutcomeUnknown) as caught:
             await http.request("POST", f"http://127.0.0.1:{port}/send", data={"to": "1"})
     finally:
         server.close()
         await server.wait_closed()
-    assert str(caught.value) == f"t: 127.0.0.1:{port} closed the connection before answering"
+    assert str(caught.value) == (
+        f"t: 127.0.0.1:{port} closed the connection before answering (ServerDisconnectedError)"
+    )
     assert caught.value.request_sent is True
+    assert caught.value.__cause__ is None
     assert len(attempts) == 1
+
+
+# --- requests that cannot be built or trusted --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999/send?password=Hunter2Secret",  # port out of range
+        "http:///send?password=Hunter2Secret",  # no host
+        "/send?password=Hunter2Secret",  # not absolute
+        "http://[::1/send?password=Hunter2Secret",
+        "ftp://127.0.0.1/send?password=Hunter2Secret",
+    ],
+    ids=["bad-port", "no-host", "relative", "broken-ipv6-host", "not-http"],
+)
+async def test_a_url_that_cannot_be_requested_rejects_the_account(
+    http_session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    # Given a URL the client cannot even send to
+    http = GatewayHttp(http_session, gateway="t", timeouts=FAST)
+    attempts = counted(http, monkeypatch)
+    # When requested
+    with pytest.raises(AccountRejected) as caught:
+        await http.request("POST", url)
+    # Then the account's URL is to blame: never sent, not retried, no URL or cause shown
+    error = caught.value
+    assert error.request_sent is False and len(attempts) == 1
+    assert str(error).startswith("t: the request could not be built (")
+    assert str(error).endswith("); check the account's URL")
+    assert error.__cause__ is None
+    assert not any("Hunter2Secret" in text for text in every_text(error))
+
+
+async def test_an_untrusted_certificate_is_reported_as_tls(
+    http_session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # Given an HTTPS provider whose certificate nobody signed
+    files = self_signed_certificate(tmp_path)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    runner = web.AppRunner(app_with("GET", "/", ok), access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=files.server_context()).start()
+    port = runner.addresses[0][1]
+    http = GatewayHttp(http_session, gateway="t", timeouts=FAST)
+    try:
+        # When requested
+        with pytest.raises(AccountRejected) as caught:
+            await http.request("GET", f"https://127.0.0.1:{port}/?token=Hunter2Secret")
+    finally:
+        await runner.cleanup()
+    # Then TLS failed with that host: the URL or the certificate is to fix, nothing was sent
+    error = caught.value
+    assert str(error).startswith(f"t: TLS with 127.0.0.1:{port} failed (")
+    assert error.request_sent is False and error.__cause__ is None
+    assert not any("Hunter2Secret" in text for text in every_text(error))
 
 
 # --- error_for_status ------------------------------------------------------------------------
@@ -288,10 +431,12 @@ def test_429_without_retry_after_waits_the_default() -> None:
         ("  ", 1.0),
         ("5", 5.0),
         (" 2.5 ", 2.5),
-        ("0", 0.0),
-        ("-3", 0.0),
+        # A floor of 0.1 s: "now" must not become a busy retry loop.
+        ("0", 0.1),
+        ("-3", 0.1),
+        ("0.05", 0.1),
         ("soon", 1.0),
-        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: go now
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.1),  # a date in the past: go (almost) now
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 
 from gateways import testing
@@ -24,6 +25,7 @@ from gateways.base import SmsGateway
 from gateways.errors import (
     AccountRejected,
     ConfigurationError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
@@ -132,9 +134,7 @@ async def test_a_real_send_through_the_loaded_plugin(
     )
     # When a UCS-2 piece is sent
     text = "Код: 123456 ✓"
-    receipt = await gateway.send(
-        OutboundSms(to="+447700900123", text=text, encoding="UCS-2", client_ref="job-1:0")
-    )
+    receipt = await gateway.send(OutboundSms(to="+447700900123", text=text, client_ref="job-1:0"))
     # Then the fake ACME server received exactly it, and the receipt carries its id
     (message,) = fake.messages
     assert receipt.provider_message_ids == (message.id,)
@@ -187,6 +187,31 @@ async def test_plugin_unknown_error_code_is_permanent_and_named(
     assert type(caught.value) is PermanentGatewayError
     assert str(caught.value) == "acme: unknown code quota_exceeded (HTTP 400)"
     assert caught.value.provider_code == "quota_exceeded"
+
+
+@pytest.mark.parametrize("body", [{}, {"id": ""}, "not json"], ids=["no-id", "empty", "text"])
+async def test_plugin_success_without_an_id_is_outcome_unknown(
+    acme: ModuleType, http_session: aiohttp.ClientSession, body: Any
+) -> None:
+    # Given an ACME that answers 201 without a usable message id
+    async def accept(request: web.Request) -> web.Response:
+        if isinstance(body, str):
+            return web.Response(status=201, text=body)
+        return web.json_response(body, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", accept)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    gateway = load_gateway("acme")(acme_account(url, "key-1"), http_session)
+    try:
+        # When sending / Then the outcome is unknown: it may have been sent
+        with pytest.raises(OutcomeUnknown, match="without a message id"):
+            await gateway.send(OutboundSms(to="+447700900123", text="hello"))
+    finally:
+        await runner.cleanup()
 
 
 async def test_plugin_test_credentials(
@@ -245,6 +270,13 @@ async def test_plugin_passes_the_conformance_kit(
         ["wrong-key-0042"],
         errors=[unreachable, outcomes.transient, outcomes.permanent],
     )
+    failures = await testing.check_failures_hold_no_secrets(gateway)
+    assert [type(error).__name__ for error in failures] == [
+        "TransientGatewayError",
+        "OutcomeUnknown",
+        "AccountRejected",
+        "AccountRejected",
+    ]
 
 
 # --- the CLI sees it --------------------------------------------------------------------

@@ -270,3 +270,21 @@ async def test_https_tunnel_with_a_wrong_password_is_refused(
     error: GatewayError = caught.value
     assert error.http_status == 407 and error.request_sent is False
     assert_no_secret(result.reason, full_text(error))
+    # And aiohttp's error (its request_info holds the Proxy-Authorization header) is chained
+    # nowhere, not even as a suppressed context (loggers and error trackers can reach one)
+    assert error.__cause__ is None
+    assert_no_secret(*every_text(error))
+
+
+def every_text(error: BaseException) -> list[str]:
+    """str and repr of the error and of every cause and context, suppressed ones included."""
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) not in seen:
+            seen.add(id(current))
+            texts += [str(current), repr(current)]
+            pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return texts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -217,11 +218,14 @@ async def test_throttle_at_the_account_rate(
     )
     form = message(userId="rated", password="pw")
     # When 20 requests go at once
+    started = time.monotonic()
     replies = await asyncio.gather(
         *(call(sandbox, http_session, "POST", "out", form=form) for _ in range(20))
     )
-    # Then about one second's worth is accepted, the rest get 429 with Retry-After
+    elapsed = time.monotonic() - started
+    # Then the burst of 5 is accepted, plus at most what refilled meanwhile, and the rest
+    # get 429 with Retry-After
     statuses = [status for status, *_ in replies]
-    assert 5 <= statuses.count(204) <= 6
-    assert statuses.count(429) == 20 - statuses.count(204)
+    assert 5 <= statuses.count(204) <= 5 + 5 * elapsed
+    assert statuses.count(429) == 20 - statuses.count(204) > 0
     assert all(int(h["Retry-After"]) >= 1 for s, _, _, h in replies if s == 429)

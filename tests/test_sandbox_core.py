@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gateways.sandbox import (
     DEFAULT_ACCOUNTS,
@@ -16,6 +18,7 @@ from gateways.sandbox import (
     SandboxState,
     self_signed_certificate,
 )
+from gateways.sandbox import server as server_module
 from gateways.sandbox.state import InboxMessage
 
 
@@ -242,6 +245,35 @@ def test_decide_fault_next_counters_count_down_in_order() -> None:
     assert (faults.drop_next, faults.hang_next, faults.error_next) == (0, 0, 0)
 
 
+def test_decide_after_accept_counters_count_down_in_order() -> None:
+    state = SandboxState()
+    faults = Faults(accept_then_drop_next=1, accept_then_hang_next=2)
+    decisions = [state.decide_after_accept(faults) for _ in range(4)]
+    assert decisions == ["drop", "hang", "hang", "answer"]
+    assert (faults.accept_then_drop_next, faults.accept_then_hang_next) == (0, 0)
+    # And the request-level faults are a separate matter
+    assert state.decide_fault(faults) == "proceed"
+
+
+async def test_accept_then_drop_records_the_message_and_answers_nothing(
+    sandbox: SandboxServer, http_session: aiohttp.ClientSession
+) -> None:
+    # Given the fault set through the control API, as a tester at a terminal would
+    body = {"provider": "webhook", "accept_then_drop_next": 1}
+    async with http_session.put(f"{sandbox.url}/_sandbox/faults", json=body) as response:
+        assert (await response.json())["accept_then_drop_next"] == 1
+    # When a message is sent to the simulator
+    url = f"{sandbox.url}/_sandbox/webhook/messages"
+    headers = {"Authorization": "Bearer sandbox-token"}
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await http_session.post(url, json={"to": "+447700900123", "text": "hi"}, headers=headers)
+    # Then it is in the inbox, counted as accepted and as a fault
+    [message] = sandbox.state.messages(provider="webhook")
+    assert message.text == "hi"
+    [stats] = sandbox.state.stats()
+    assert (stats["accepted"], stats["faults"]) == (1, 1)
+
+
 def test_decide_fault_shares_are_drawn() -> None:
     state = SandboxState(seed=7)
     assert {state.decide_fault(Faults(error_share=1.0)) for _ in range(20)} == {"error"}
@@ -337,3 +369,32 @@ def test_self_signed_certificate_is_reused(tmp_path: Path) -> None:
     second = self_signed_certificate(tmp_path)
     assert second == first and second.certificate.read_bytes() == pem
     assert first.key.stat().st_mode & 0o077 == 0, "the private key is private"
+
+
+def test_self_signed_certificate_files_are_written_whole(tmp_path: Path) -> None:
+    # Given no certificate yet / When one is made
+    files = self_signed_certificate(tmp_path / "tls")
+    # Then exactly the two files exist (no temporary left behind), the key private
+    assert sorted(p.name for p in (tmp_path / "tls").iterdir()) == [
+        "sandbox-cert.pem",
+        "sandbox-key.pem",
+    ]
+    assert files.key.stat().st_mode & 0o777 == 0o600
+    assert files.certificate.stat().st_mode & 0o777 == 0o644
+    # And they load as a pair
+    assert isinstance(files.server_context(), ssl.SSLContext)
+
+
+def test_a_start_failure_of_any_kind_is_reported_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an app that cannot be built (not an OSError: a bug, say)
+    def broken(state: SandboxState | None = None) -> web.Application:
+        raise RuntimeError("provider module broken")
+
+    monkeypatch.setattr(server_module, "build_app", broken)
+    started = time.monotonic()
+    # When the server starts / Then start() says why, without waiting for its start timeout
+    with pytest.raises(RuntimeError, match="failed to start: provider module broken"):
+        SandboxServer().start()
+    assert time.monotonic() - started < 5

@@ -68,7 +68,7 @@ def test_secrets_do_not_show_in_repr() -> None:
     [
         ("default_region", "GBR", "two-letter ISO 3166 region code"),
         ("max_length", 0, "greater than or equal to 1"),
-        ("allowed_number_types", ["MOBILE", "CARRIER_PIGEON"], "CARRIER_PIGEON"),
+        ("allowed_number_types", ["MOBILE", "CARRIER_PIGEON"], "Input should be 'FIXED_LINE'"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object, message: str) -> None:
@@ -76,6 +76,24 @@ def test_bad_values_name_the_field(field: str, value: object, message: str) -> N
         Settings.model_validate({field: value})
     assert field in str(caught.value)
     assert message in str(caught.value)
+
+
+def test_a_validation_error_never_echoes_the_input() -> None:
+    # Given a value that may be a secret typed into the wrong field
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"max_length": "hunter2-not-a-number"})
+    # Then the error names the field and the rule, not the value
+    assert "max_length" in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
+
+
+def test_accounts_do_not_show_in_repr() -> None:
+    # Given an account with its password, as raw settings hold them
+    account = {"name": "main", "gateway": "vonage", "password": "pw-s3cr3t-9f3a"}
+    settings = Settings(accounts=[account])
+    # Then neither repr nor str shows it (the accounts field is left out entirely)
+    assert settings.accounts == [account]
+    assert "pw-s3cr3t-9f3a" not in repr(settings) + str(settings)
 
 
 def test_get_settings_is_cached_and_overridable(monkeypatch: pytest.MonkeyPatch) -> None:

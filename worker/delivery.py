@@ -21,7 +21,7 @@ from gateways.errors import SmsError
 from worker.keys import parts_key
 from worker.models import DeliveryStatus
 
-__all__ = ["Claim", "DeliveryState", "PartRef", "PartState"]
+__all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState"]
 
 # KEYS[1] the job's parts hash
 # ARGV[1] part name, ARGV[2] "1" to re-send a part whose outcome was lost, ARGV[3] TTL s,

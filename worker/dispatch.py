@@ -33,8 +33,9 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gateways.base import SmsGateway
 from gateways.errors import (
-    AccountRejected,
     ConfigurationError,
+    OutcomeUnknown,
+    PartiallySent,
     PermanentGatewayError,
     RateLimited,
     SmsError,
@@ -45,7 +46,7 @@ from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
 from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
-from worker.delivery import DeliveryState, PartRef, PartState
+from worker.delivery import LOST_OUTCOME, DeliveryState, PartRef, PartState
 from worker.jobs import JobRecord
 from worker.keys import job_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
@@ -311,9 +312,10 @@ class Dispatcher:
             if known is not None and known.status.is_final:
                 return None
             if job.deadline is not None and self._clock() >= job.deadline:
-                await job.delivery.settle(
-                    part, PartState(DeliveryStatus.EXPIRED, reason="expired before it was sent")
-                )
+                # A part left in flight by a crash may have reached the provider: that is
+                # unknown, not expired.
+                lost = known is not None and known.status == DeliveryStatus.SENDING
+                await job.delivery.settle(part, _lost_part() if lost else _expired_part())
                 return None
             waited = await self._take_tokens(job, piece.counted.segments)
             if waited is not None:
@@ -364,8 +366,6 @@ class Dispatcher:
         sms = OutboundSms(
             to=recipient,
             text=piece.text,
-            encoding=piece.counted.encoding,
-            segments=piece.counted.segments,
             sender=job.account.sender,
             client_ref=f"{job.record.id}:{index}",
         )
@@ -376,21 +376,26 @@ class Dispatcher:
             await self._limiter.pause(job.account.name, error.retry_after_s)
             await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
             return _Wait(error.retry_after_s, str(error))
-        except TransientGatewayError as error:
-            uncertain = error.request_sent and error.http_status is None
-            if uncertain and not job.resend_uncertain:
+        except OutcomeUnknown as error:
+            if not job.resend_uncertain:
                 reason = f"{error}; not re-sent, to avoid a duplicate"
                 await delivery.settle_error(part, DeliveryStatus.UNKNOWN, error, reason=reason)
                 return False
-            if attempts >= self._settings.max_attempts:
-                reason = f"{error} (gave up after {attempts} attempts)"
-                await delivery.settle_error(
-                    part, DeliveryStatus.FAILED_EXHAUSTED, error, reason=reason
-                )
-                return False
-            await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
-            return _Wait(None, str(error))
-        except (AccountRejected, PermanentGatewayError) as error:
+            return await self._transient(job, part, error, attempts)
+        except TransientGatewayError as error:
+            return await self._transient(job, part, error, attempts)
+        except PartiallySent as error:
+            await delivery.settle(
+                part,
+                PartState(
+                    DeliveryStatus.FAILED_PERMANENT,
+                    provider_ids=list(error.accepted_ids),
+                    error_class=type(error).__name__,
+                    reason=str(error),
+                ),
+            )
+            return False
+        except PermanentGatewayError as error:
             await delivery.settle_error(part, DeliveryStatus.FAILED_PERMANENT, error)
             return False
         segments = receipt.segments or piece.counted.segments
@@ -404,6 +409,18 @@ class Dispatcher:
             ),
         )
         return True
+
+    async def _transient(
+        self, job: _Job, part: PartRef, error: TransientGatewayError, attempts: int
+    ) -> _Wait | bool:
+        """A failure worth another try, unless the part has had all its attempts."""
+        delivery = job.delivery
+        if attempts >= self._settings.max_attempts:
+            reason = f"{error} (gave up after {attempts} attempts)"
+            await delivery.settle_error(part, DeliveryStatus.FAILED_EXHAUSTED, error, reason=reason)
+            return False
+        await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
+        return _Wait(None, str(error))
 
     # --- retries ---------------------------------------------------------------------------
 
@@ -443,6 +460,9 @@ class Dispatcher:
             for index in range(len(job.pieces)):
                 part = PartRef(recipient, index)
                 known = states.get(part.name)
+                if known is not None and known.status == DeliveryStatus.SENDING:
+                    await job.delivery.settle(part, _lost_part())
+                    continue
                 if known is None or not known.status.is_final:
                     error_class = known.error_class if known else None
                     await job.delivery.settle(
@@ -456,3 +476,11 @@ class Dispatcher:
                             else reason,
                         ),
                     )
+
+
+def _lost_part() -> PartState:
+    return PartState(DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME)
+
+
+def _expired_part() -> PartState:
+    return PartState(DeliveryStatus.EXPIRED, reason="expired before it was sent")

@@ -45,7 +45,7 @@ def new_job_id() -> str:
 class JobRecord(BaseModel):
     """A job as stored; :meth:`short_message` gives the message back with its code."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     version: Literal[1] = JOB_FORMAT_VERSION
     id: str = Field(pattern=r"^[0-9a-f]{32}$")

@@ -110,7 +110,10 @@ class ShortMessage(BaseModel):
         expires_at: An absolute deadline; the earlier of this and ``ttl_s`` applies.
     """
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    # hide_input_in_errors: a misspelled field must not echo the access code in the error.
+    model_config = ConfigDict(
+        populate_by_name=True, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
 
     message: str = Field(default="", alias="Message")
     access_code: SecretStr | None = Field(default=None, alias="AccessCode")

@@ -15,15 +15,13 @@ from typing import Any
 
 from celery import Task
 from celery.signals import task_rejected, task_unknown
-from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from config.settings import get_settings
 from worker import runtime
 from worker.app import app
 from worker.dispatch import RetryLater
-from worker.keys import REJECTED_MAX, rejected_key
 from worker.producer import SEND_TASK
+from worker.rejections import record_rejected
 from worker.results import job_failure
 
 __all__ = ["SEND_TASK", "send"]
@@ -72,29 +70,11 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     return outcome.result.model_dump(mode="json")
 
 
-def _remember_rejected(reason: str) -> None:
-    settings = get_settings()
-    client = SyncRedis.from_url(settings.state_redis_url.get_secret_value())
-    try:
-        with client.pipeline() as pipe:
-            pipe.lpush(rejected_key(), reason)
-            pipe.ltrim(rejected_key(), 0, REJECTED_MAX - 1)
-            pipe.execute()
-    except RedisError:
-        log.exception("could not record a rejected message")
-    finally:
-        client.close()
-
-
 @task_unknown.connect
 def _unknown_task(name: str | None = None, id: str | None = None, **_: Any) -> None:
-    reason = f"unknown task {name!r} (id {id}) on an smsgw queue; message discarded"
-    log.error(reason)
-    _remember_rejected(reason)
+    record_rejected(f"unknown task {name!r} (id {id}) on an smsgw queue; message discarded")
 
 
 @task_rejected.connect
 def _rejected_message(message: Any = None, **_: Any) -> None:
-    reason = "a message on an smsgw queue was not a task message; discarded"
-    log.error(reason)
-    _remember_rejected(reason)
+    record_rejected("a message on an smsgw queue was not a task message; discarded")

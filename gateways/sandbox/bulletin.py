@@ -45,7 +45,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateways.encoding import GSM7_BASIC, GSM7_EXTENSION, segment
-from gateways.sandbox.core import gate, number_error, state_of
+from gateways.sandbox.core import after_accept, gate, number_error, state_of
 from gateways.sandbox.state import InboxMessage, SandboxAccount, SandboxState
 
 __all__ = ["DEFAULT_SOURCE", "routes"]
@@ -200,6 +200,7 @@ async def send_sms(request: web.Request) -> web.Response:
     )
     if receipt_status != "RCV":
         _receipts(state).statuses[message.id] = receipt_status
+    await after_accept(request, PROVIDER, account)
     return web.Response(status=204)
 
 

@@ -48,7 +48,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateways.encoding import GSM7_BASIC, GSM7_EXTENSION, encoding_of, segment
-from gateways.sandbox.core import gate, hex_id, number_error, push_receipt, state_of
+from gateways.sandbox.core import after_accept, gate, hex_id, number_error, push_receipt, state_of
 from gateways.sandbox.state import SandboxAccount, SandboxState
 
 __all__ = ["routes"]
@@ -128,7 +128,7 @@ def _valid_msisdn(digits: str) -> bool:
     return 7 <= len(digits) <= 15 and digits.isascii() and digits.isdigit()
 
 
-def _p_send(
+async def _p_send(
     request: web.Request,
     account: SandboxAccount,
     *,
@@ -192,6 +192,8 @@ def _p_send(
                     "timestamp": int(time.time() * 1000),
                 },
             )
+    if any(entry["accepted"] for entry in messages):
+        await after_accept(request, PLATFORM, account)
     return web.json_response({"messages": messages, **_NO_ERROR}, status=202)
 
 
@@ -216,7 +218,7 @@ async def _platform_rest(request: web.Request) -> web.Response:
     content = payload.get("content")
     if not isinstance(content, str) or not content:
         return _p_failure(23, "Invalid or missing parameter: content")
-    return _p_send(
+    return await _p_send(
         request,
         admitted,
         recipients=recipients,
@@ -239,7 +241,7 @@ async def _platform_http(request: web.Request) -> web.Response:
     content = query.get("content", "")
     if not content:
         return _p_failure(23, "Invalid or missing parameter: content")
-    return _p_send(
+    return await _p_send(
         request,
         admitted,
         recipients=list(recipients),
@@ -523,4 +525,6 @@ async def _legacy_sendmsg(request: web.Request) -> web.Response:
                     "charge": f"{float(parts):.1f}",
                 },
             )
+    if any(line.startswith("ID:") for line in lines):
+        await after_accept(request, LEGACY, account)
     return _l_reply("\n".join(lines))

@@ -3,7 +3,8 @@
 A provider handler authenticates in its own way, then calls :func:`gate` (latency, faults,
 counters), :meth:`SandboxState.take_token` (its throttle), answers ``number_errors`` with
 its own error codes, and on success :meth:`SandboxState.record` plus, where the provider
-pushes them, :func:`push_receipt`.
+pushes them, :func:`push_receipt`, then :func:`after_accept` (the ``accept_then_*`` faults)
+before it answers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "DLR_SESSION",
     "STATE",
     "DroppedConnection",
+    "after_accept",
     "gate",
     "hex_id",
     "number_error",
@@ -80,6 +82,28 @@ async def gate(request: web.Request, provider: str, account: SandboxAccount) -> 
     return "error"
 
 
+async def after_accept(request: web.Request, provider: str, account: SandboxAccount) -> None:
+    """Apply the ``accept_then_*`` faults to a send that was just accepted and recorded.
+
+    Returns at once when the reply may go out. Otherwise the connection is cut without an
+    answer (raising :class:`DroppedConnection`), after sleeping ``hang_s`` for a hang, so
+    the client sees a dropped connection or its own timeout for a message that was sent.
+    """
+    state = state_of(request)
+    faults = state.faults_for(provider, account.name)
+    if faults is None:
+        return
+    decision = state.decide_after_accept(faults)
+    if decision == "answer":
+        return
+    state.count(provider, account.name, "faults")
+    if decision == "hang":
+        await asyncio.sleep(faults.hang_s)
+    if request.transport is not None:
+        request.transport.abort()
+    raise DroppedConnection
+
+
 def number_error(
     request: web.Request, provider: str, account: SandboxAccount, to: str
 ) -> str | None:
@@ -135,6 +159,9 @@ async def start_receipts(app: web.Application) -> None:
 async def stop_receipts(app: web.Application) -> None:
     """App cleanup: cancel pending receipts and close the session."""
     pending: set[asyncio.Task[None]] = app[_RECEIPT_TASKS]
-    for task in list(pending):
+    tasks = list(pending)
+    for task in tasks:
         task.cancel()
+    # Wait for the cancellations to land, so no task still uses the session being closed.
+    await asyncio.gather(*tasks, return_exceptions=True)
     await app[DLR_SESSION].close()

@@ -35,7 +35,7 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import MultiMapping
 
-from gateways.sandbox.core import gate, hex_id, number_error, state_of
+from gateways.sandbox.core import after_accept, gate, hex_id, number_error, state_of
 from gateways.sandbox.state import SandboxAccount
 
 __all__ = ["MAX_MESSAGE_CHARS", "routes"]
@@ -134,4 +134,5 @@ async def send_sms(request: web.Request) -> web.Response:
             text=text,
             message_ids=[hex_id(16)],
         )
+    await after_accept(request, PROVIDER, account)
     return _reply("0000")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import os
 import ssl
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +75,39 @@ def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> TlsFile
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    files.key.chmod(0o600)
-    files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    # Key first, certificate last: the certificate's presence marks a complete pair.
+    _write_atomically(files.key, key_pem, mode=0o600)
+    _write_atomically(
+        files.certificate, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
+    )
     return files
+
+
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``path`` whole or not at all, with ``mode``.
+
+    A temporary file in the same directory is renamed over the target, so a concurrent
+    reader or a crash never sees half a file. ``mkstemp`` creates it with mode 0600, so a
+    key is never readable by others, not even briefly; a wider ``mode`` is applied before
+    the rename.
+    """
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if mode != 0o600:
+            os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class SandboxServer:
@@ -133,7 +158,10 @@ class SandboxServer:
         loop = self._loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._open())
-        except OSError as error:
+        except Exception as error:
+            # A thread boundary: whatever _open raises (a busy port, a bad certificate, a
+            # broken provider module) must reach start(), which waits on _ready; uncaught,
+            # it would end this thread silently and start() would time out instead.
             self._error = error
             self._ready.set()
             loop.close()

@@ -23,6 +23,7 @@ from gateways.encoding import segment
 
 __all__ = [
     "DEFAULT_ACCOUNTS",
+    "AfterAccept",
     "FaultDecision",
     "Faults",
     "InboxMessage",
@@ -41,7 +42,7 @@ class SandboxAccount(BaseModel):
     key and ``password`` the secret; Twilio: ``account_id`` is the Account SID, ...).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
     provider: str
     name: str
@@ -90,7 +91,10 @@ class Faults(BaseModel):
     """Faults to inject for one provider (and optionally one account).
 
     Shares are probabilities per request; ``*_next`` counters hit the next N requests for
-    certain and count down, which is what deterministic tests want.
+    certain and count down, which is what deterministic tests want. The ``accept_then_*``
+    counters hit only sends the provider accepted: the message is in the inbox (and its
+    receipts are on their way), but the client never gets the answer, the case where a
+    resend would duplicate the message.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,6 +108,16 @@ class Faults(BaseModel):
     hang_s: float = Field(default=30.0, ge=0, description="how long a hung request waits")
     drop_share: float = Field(default=0.0, ge=0, le=1, description="connections dropped")
     drop_next: int = Field(default=0, ge=0)
+    accept_then_drop_next: int = Field(
+        default=0,
+        ge=0,
+        description="the next N accepted sends are recorded, then the connection is cut unanswered",
+    )
+    accept_then_hang_next: int = Field(
+        default=0,
+        ge=0,
+        description="the next N accepted sends are recorded, then hang hang_s and are cut",
+    )
     number_errors: dict[str, str] = Field(
         default_factory=dict,
         description="recipient digits (no +) -> the provider's own error code to answer",
@@ -111,6 +125,7 @@ class Faults(BaseModel):
 
 
 FaultDecision = str  # "proceed" | "error" | "hang" | "drop"
+AfterAccept = str  # "answer" | "hang" | "drop"
 
 
 @dataclass(slots=True)
@@ -264,6 +279,16 @@ class SandboxState:
         if roll < faults.drop_share + faults.hang_share + faults.error_share:
             return "error"
         return "proceed"
+
+    def decide_after_accept(self, faults: Faults) -> AfterAccept:
+        """Draw the fate of the reply to an accepted send: answer, hang or drop."""
+        with self._lock:
+            for kind in ("drop", "hang"):
+                next_field = f"accept_then_{kind}_next"
+                if getattr(faults, next_field) > 0:
+                    setattr(faults, next_field, getattr(faults, next_field) - 1)
+                    return kind
+        return "answer"
 
     def latency_s(self, faults: Faults) -> float:
         """The delay to add to one request."""

@@ -63,6 +63,7 @@ from aiohttp import web
 from gateways.sandbox.core import (
     _RECEIPT_TASKS,
     DLR_SESSION,
+    after_accept,
     gate,
     hex_id,
     number_error,
@@ -393,6 +394,7 @@ async def create_message(request: web.Request) -> web.Response:
         _push_status_callbacks(
             request, url=receipt_url, auth_token=_auth_token(state, account), fields=fields
         )
+    await after_accept(request, PROVIDER, account)
     return web.json_response(resource, status=201)
 
 

@@ -18,9 +18,14 @@ Replies are HTTP 200 with a ``status`` per part, as Vonage sends them: 32 for a 
 signature together, 2 for a missing field, 4 for bad credentials, 14 for a bad signature,
 1 (with ``[ N ]`` ms to wait) when throttled, 9 when the balance cannot pay the parts.
 An injected error fault is an HTTP 500; ``number_errors`` answer with that status code (the
-code ``5`` being Vonage's own internal-error status). A long text is split as Vonage does:
-one ``messages[]`` entry, message id and (when ``dlr_url`` is set) POST-JSON delivery
-receipt per part, but one inbox message per request.
+code ``5`` being Vonage's own internal-error status). A ``number_errors`` value
+``"<code>@<part>"`` (``"7@2"``) fails only that part of a long text with that status, as
+Vonage may: the other parts are accepted with their message ids (and receipts), the failed
+entry has a ``status`` and ``error-text`` but no ``message-id``, and the inbox message holds
+the accepted parts' ids only. (With a part number beyond the text's parts, every part is
+accepted.) A long text is split as Vonage does: one ``messages[]`` entry, message id and
+(when ``dlr_url`` is set) POST-JSON delivery receipt per part, but one inbox message per
+request.
 
 Limits of the simulation: only ``type`` text and unicode (others get status 3), the balance
 is never charged (``remaining-balance`` counts down within one reply only), the request's
@@ -42,7 +47,7 @@ import aiohttp
 from aiohttp import web
 
 from gateways.encoding import segment
-from gateways.sandbox.core import gate, hex_id, number_error, push_receipt, state_of
+from gateways.sandbox.core import after_accept, gate, hex_id, number_error, push_receipt, state_of
 from gateways.sandbox.state import SandboxAccount
 
 __all__ = ["ERROR_TEXTS", "routes", "signature_matches", "signing_string"]
@@ -212,7 +217,11 @@ async def _send(request: web.Request, params: dict[str, str]) -> web.Response:
         return _status("1", f"Throughput Rate Exceeded - please wait [ {wait_ms} ] and retry")
     to = params.get("to", "").lstrip("+")
     code = number_error(request, _PROVIDER, account, to) if to else None
-    if code and code != "0":
+    failed_part: int | None = None
+    if code and "@" in code:  # "<code>@<part>": only that part fails
+        code, _, part = code.partition("@")
+        failed_part = int(part) if part.isdigit() else None
+    elif code and code != "0":
         return _status(code)
     invalid = _invalid(params)
     if invalid is not None:
@@ -222,13 +231,18 @@ async def _send(request: web.Request, params: dict[str, str]) -> web.Response:
     if account.balance < _PRICE_PER_PART * parts:
         return _status("9")
     sender = params["from"]
-    ids = [hex_id(16).upper() for _ in range(parts)]
+    all_ids = [hex_id(16).upper() for _ in range(parts)]
+    ids = [message_id for number, message_id in enumerate(all_ids, 1) if number != failed_part]
+    if not ids:  # a one-part text whose only part fails
+        return _status(code or "5")
     state.record(
         provider=_PROVIDER, account=account.name, sender=sender, to=to, text=text, message_ids=ids
     )
-    echoed = {name: params[name] for name in ("client-ref", "account-ref") if name in params}
+    echoed: dict[str, str] = {
+        name: params[name] for name in ("client-ref", "account-ref") if name in params
+    }
     price = f"{_PRICE_PER_PART:.8f}"
-    messages = [
+    messages: list[dict[str, str]] = [
         {
             "to": to,
             "message-id": message_id,
@@ -238,10 +252,18 @@ async def _send(request: web.Request, params: dict[str, str]) -> web.Response:
             "network": _NETWORK,
             **echoed,
         }
-        for number, message_id in enumerate(ids, start=1)
+        for number, message_id in enumerate(all_ids, start=1)
     ]
+    if failed_part is not None and failed_part <= parts:
+        messages[failed_part - 1] = {
+            "to": to,
+            "status": code or "5",
+            "error-text": ERROR_TEXTS.get(code or "5", "Error"),
+            **echoed,
+        }
     if state.dlr_url and params.get("status-report-req", "1").lower() not in _NO_RECEIPT:
         _push_receipts(request, account, params, to, ids)
+    await after_accept(request, _PROVIDER, account)
     return web.json_response({"message-count": str(parts), "messages": messages})
 
 

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateways.sandbox.core import gate, hex_id, number_error, state_of
+from gateways.sandbox.core import after_accept, gate, hex_id, number_error, state_of
 from gateways.sandbox.state import SandboxAccount
 
 __all__ = ["ACCOUNT_PATH", "MESSAGES_PATH", "SANDBOX_OPTIONS", "routes"]
@@ -150,6 +150,7 @@ async def send_message(request: web.Request) -> web.Response:
         text=text,
         message_ids=[message_id],
     )
+    await after_accept(request, PROVIDER, account)
     return web.json_response({"id": message_id, "status": "accepted"}, status=201)
 
 

@@ -23,13 +23,16 @@ from gateways.base import Capabilities, GatewayMetadata, SmsGateway
 from gateways.errors import (
     AccountRejected,
     GatewayError,
+    OutcomeUnknown,
     PermanentGatewayError,
     RateLimited,
     RecipientRejected,
     TransientGatewayError,
+    error_from_rule,
 )
 from gateways.http import HttpReply, error_for_status, parse_retry_after
 from gateways.models import CheckResult, OutboundSms, SendReceipt
+from gateways.redaction import provider_text
 
 __all__ = ["ERRORS", "AcmeGateway", "AcmeOptions"]
 
@@ -109,9 +112,10 @@ class AcmeGateway(SmsGateway):
         data = reply.json()
         message_id = data.get("id") if isinstance(data, dict) else None
         if not message_id:
-            # Accepted or not, we cannot tell; retrying could send twice, so do not.
-            raise PermanentGatewayError(
-                f"{_NAME}: answered HTTP {reply.status} without a message id",
+            # Accepted or not, we cannot tell: the worker decides whether to risk a resend.
+            raise OutcomeUnknown(
+                f"{_NAME}: answered HTTP {reply.status} without a message id; "
+                "the message may have been accepted",
                 gateway=_NAME,
                 http_status=reply.status,
             )
@@ -131,7 +135,7 @@ class AcmeGateway(SmsGateway):
             if reply.status != 200:
                 raise self._error(reply)
         except GatewayError as error:
-            return CheckResult(False, str(error).removeprefix(f"{_NAME}: "))
+            return CheckResult(False, error.reason)
         data = reply.json()
         if not isinstance(data, dict) or "balance" not in data:
             return CheckResult(False, "the account endpoint answered without a balance")
@@ -146,20 +150,21 @@ class AcmeGateway(SmsGateway):
         if not isinstance(code, str):
             return error_for_status(reply, _NAME)
         if code not in ERRORS:
+            # Provider text goes into a message only through provider_text (it may quote
+            # the number, the text or the key back).
+            shown = provider_text(code, secrets=(self.account.secret("password") or "",))
             return PermanentGatewayError(
-                f"{_NAME}: unknown code {code} (HTTP {reply.status})",
+                f"{_NAME}: unknown code {shown} (HTTP {reply.status})",
                 gateway=_NAME,
                 http_status=reply.status,
                 provider_code=code,
             )
         kind, reason = ERRORS[code]
-        message = f"{_NAME}: {code} ({reason})"
-        if kind is RateLimited:
-            return RateLimited(
-                message,
-                gateway=_NAME,
-                http_status=reply.status,
-                provider_code=code,
-                retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
-            )
-        return kind(message, gateway=_NAME, http_status=reply.status, provider_code=code)
+        return error_from_rule(
+            kind,
+            f"{_NAME}: {code} ({reason})",
+            gateway=_NAME,
+            http_status=reply.status,
+            provider_code=code,
+            retry_after_s=parse_retry_after(reply.headers.get("Retry-After")),
+        )
