@@ -148,8 +148,14 @@ def test_dev_serves_until_sigterm_then_stops_everything(tmp_path: Path) -> None:
         assert dev.wait(timeout=120) == EXIT_OK, output.read_text()
     finally:
         if dev.poll() is None:
-            dev.kill()
-            dev.wait()
+            # SIGTERM first even when the test failed: the stack stops what it started
+            # (SIGKILL would orphan its workers, Flower and Redis).
+            dev.send_signal(signal.SIGTERM)
+            try:
+                dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                dev.kill()
+                dev.wait()
     # Then everything it started is gone, and so is the env file
     assert "stopped." in output.read_text()
     assert not env_file.exists()
