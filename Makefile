@@ -39,6 +39,7 @@ test: $(STAMP)
 # Benchmarks print JSON and merge it into benchmarks/results/latest.json.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.sandbox_rps
+	$(BIN)/python -m benchmarks.pipeline
 
 all: lint typecheck test
 

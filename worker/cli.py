@@ -356,7 +356,11 @@ def _parse_lanes(value: str, settings: Settings) -> list[str]:
     "--loglevel", "-l", type=click.Choice(_LOG_LEVELS, case_sensitive=False), default="info",
     show_default=True,
 )  # fmt: skip
-def worker_command(lanes: str, concurrency: int, loglevel: str) -> None:
+@click.option(
+    "--name", "-n", default=None,
+    help="Node name (default LANES@host); give each worker of one lane group on a host its own.",
+)  # fmt: skip
+def worker_command(lanes: str, concurrency: int, loglevel: str, name: str | None) -> None:
     """Run a Celery worker for LANES (threads pool, events on for Flower).
 
     Runs ``celery -A worker.app worker`` in place of this process, named after its lanes
@@ -365,7 +369,7 @@ def worker_command(lanes: str, concurrency: int, loglevel: str) -> None:
     from worker.stack import celery_worker_argv
 
     names = _parse_lanes(lanes, get_settings())
-    argv = celery_worker_argv(names, concurrency=concurrency, loglevel=loglevel.lower())
+    argv = celery_worker_argv(names, concurrency=concurrency, loglevel=loglevel.lower(), name=name)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

@@ -14,8 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from gateways.errors import SmsError
 from worker.keys import parts_key
@@ -42,6 +45,8 @@ redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'sending')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, 'sending', attempts}
 """
+
+_SETTLE_ATTEMPTS = 5
 
 LOST_OUTCOME = (
     "the outcome of this send was lost (a worker stopped while the provider call was in "
@@ -140,17 +145,26 @@ class DeliveryState:
         return Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts))
 
     async def settle(self, part: PartRef, state: PartState) -> None:
-        """Record the part's new status and detail (the claim holder's outcome)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._key,
-                mapping={
-                    f"{part.name}:s": state.status.value,
-                    f"{part.name}:d": state.detail_json(),
-                },
-            )
-            pipe.expire(self._key, self._ttl_s)
-            await pipe.execute()
+        """Record the part's new status and detail (the claim holder's outcome).
+
+        Retried briefly on a Redis error: after a provider accepted the part, losing this
+        write would leave it ``sending``, and a redelivery would call it unknown.
+        """
+        mapping: dict[Any, str] = {
+            f"{part.name}:s": state.status.value,
+            f"{part.name}:d": state.detail_json(),
+        }
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(RedisError),
+            stop=stop_after_attempt(_SETTLE_ATTEMPTS),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.hset(self._key, mapping=mapping)
+                    pipe.expire(self._key, self._ttl_s)
+                    await pipe.execute()
 
     async def settle_error(
         self, part: PartRef, status: DeliveryStatus, error: SmsError, *, reason: str | None = None

@@ -298,8 +298,13 @@ class Dispatcher:
             async with limit:
                 return await self._send_recipient(job, recipient, states)
 
-        outcomes = await asyncio.gather(*(one(r) for r in recipients))
-        return [outcome for outcome in outcomes if outcome is not None]
+        # Every recipient's coroutine runs to its end even if another fails, so no send is
+        # left in flight (unsettled) after the task returns; then the first error surfaces.
+        outcomes = await asyncio.gather(*(one(r) for r in recipients), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, _Wait)]
 
     async def _send_recipient(
         self, job: _Job, recipient: str, states: dict[str, PartState]

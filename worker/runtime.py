@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from config.settings import Settings, get_settings
 from worker.accounts import SettingsAccounts
@@ -33,6 +33,7 @@ __all__ = ["Runtime", "current", "run", "shutdown"]
 T = TypeVar("T")
 
 _START_TIMEOUT_S = 30.0
+_POOL_WAIT_S = 30.0
 
 
 class Runtime:
@@ -56,11 +57,16 @@ class Runtime:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
         )
-        self.redis = Redis.from_url(
+        # A blocking pool: when every connection is busy a caller waits for one instead of
+        # failing, since a failed write after a provider accepted a part would turn a sent
+        # part into an unknown one.
+        pool = BlockingConnectionPool.from_url(
             self.settings.state_redis_url.get_secret_value(),
             decode_responses=True,
             max_connections=connections,
+            timeout=_POOL_WAIT_S,
         )
+        self.redis = Redis(connection_pool=pool)
         self.dispatcher = Dispatcher(
             redis=self.redis,
             session=self.session,

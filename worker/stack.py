@@ -97,7 +97,12 @@ def lane_groups(settings: Settings) -> tuple[tuple[str, ...], ...]:
 
 
 def celery_worker_argv(
-    lanes: Sequence[str], *, concurrency: int, loglevel: str, python: str = sys.executable
+    lanes: Sequence[str],
+    *,
+    concurrency: int,
+    loglevel: str,
+    python: str = sys.executable,
+    name: str | None = None,
 ) -> list[str]:
     """The ``celery worker`` command line for ``lanes`` (what ``smsgw worker`` runs).
 
@@ -112,7 +117,7 @@ def celery_worker_argv(
         "--loglevel", loglevel,
         "--without-gossip", "--without-mingle",
         "-E",
-        "-n", f"{'-'.join(lanes)}@%h",
+        "-n", name or f"{'-'.join(lanes)}@%h",
     ]  # fmt: skip
 
 
