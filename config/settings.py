@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     )
     otp_ttl_s: float = Field(default=600, gt=0, description="default expiry of an otp job")
     recipient_concurrency: int = Field(default=16, ge=1, description="sends at once per job")
+    bulk_batch_size: int = Field(
+        default=100, ge=1, le=1000, description="bulk jobs carried by one Celery task"
+    )
     provider_timeout_s: float = Field(default=15.0, gt=0, description="one provider call")
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
 

@@ -527,3 +527,29 @@ def test_secrets_absent_from_redis_logs_and_flower(e2e: E2EStack) -> None:
     for secret in (CODE, MAIN_PASSWORD, SLOW_PASSWORD):
         assert secret not in text, "a secret is in Flower's API"
     assert e2e.flower.get("/api/tasks", auth=False)[0] == 401
+
+
+def test_bulk_batches_give_every_job_its_own_result(e2e: E2EStack) -> None:
+    # Given a bulk campaign of 12 jobs (one batch task) where the provider's first
+    # answer is a 5xx
+    e2e.sandbox.state.set_faults("vonage", MAIN_ACCOUNT, Faults(error_next=1))
+    numbers = NUMBERS[46:58]
+    job_ids = e2e.producer.enqueue_many(
+        [
+            ShortMessage(message=f"Reset link {n}", phone_numbers=[to])
+            for n, to in enumerate(numbers)
+        ],
+        lane="bulk",
+    )
+    # When the worker drains it
+    results = e2e.results(job_ids)
+    # Then every job has its own final result under its own id, all sent, each once
+    assert [r["job_id"] for r in results] == job_ids
+    assert all(r["success"] for r in results), [r["exception_message"] for r in results]
+    assert sorted(m.to for m in inbox(e2e)) == sorted(n.lstrip("+") for n in numbers)
+    assert all(e2e.task_state(job_id) == "SUCCESS" for job_id in job_ids)
+    # And the job that met the 5xx went on alone, as its own task under its own id
+    assert sum(r["recipients"][0]["attempts"] for r in results) == len(numbers) + 1
+    log = e2e.worker.log_text()
+    assert sum(f"sms.send[{job_id}]" in log for job_id in job_ids) == 1
+    assert "sms.send_batch[" in e2e.worker.log_text()

@@ -151,4 +151,32 @@ def test_enqueue_many_pipelines_and_deduplicates(
     ids = producer.enqueue_many(messages)
     assert len(ids) == 6 and len(set(ids)) == 3
     assert ids[:3] == ids[3:]
-    assert len(queued(redis_client, "bulk")) == 3
+    # On the bulk lane the three new jobs travel in one batch task
+    (message,) = queued(redis_client, "bulk")
+    assert message["headers"]["task"] == "sms.send_batch"
+    assert json.loads(base64.b64decode(message["body"]))[0] == [ids[:3]]
+
+
+def test_enqueue_many_batches_by_the_configured_size(
+    redis_client: redis.Redis, app: Celery, settings: Settings, cipher: Cipher
+) -> None:
+    with override_settings(
+        state_redis_url=settings.state_redis_url, broker_url=settings.broker_url, bulk_batch_size=4
+    ) as small:
+        producer = Producer(redis=redis_client, publisher=app, settings=small, cipher=cipher)
+        ids = producer.enqueue_many(
+            [ShortMessage(message="x", phone_numbers=["447400123456"]) for _ in range(10)]
+        )
+    batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in queued(redis_client, "bulk")]
+    assert sorted(len(batch) for batch in batches) == [2, 4, 4]
+    assert sorted(job for batch in batches for job in batch) == sorted(ids)
+
+
+def test_enqueue_many_off_the_bulk_lane_sends_one_task_per_job(
+    producer: Producer, redis_client: redis.Redis
+) -> None:
+    producer.enqueue_many(
+        [ShortMessage(message="x", phone_numbers=["447400123456"]) for _ in range(3)],
+        lane="default",
+    )
+    assert [m["headers"]["task"] for m in queued(redis_client, "default")] == ["sms.send"] * 3

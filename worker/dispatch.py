@@ -168,6 +168,24 @@ class Dispatcher:
             return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
         return await self._dispatch(record, message, attempt, started_at)
 
+    async def dispatch_many(self, job_ids: list[str]) -> list[tuple[str, Finished | RetryLater]]:
+        """Dispatch several jobs at once (a bulk batch), each as :meth:`dispatch` would.
+
+        Every job runs to its end even if another fails; then the first error surfaces
+        (dispatching again is safe: parts already sent are never re-sent).
+        """
+        outcomes = await asyncio.gather(
+            *(self.dispatch(job_id) for job_id in job_ids), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [
+            (job_id, outcome)
+            for job_id, outcome in zip(job_ids, outcomes, strict=True)
+            if not isinstance(outcome, BaseException)
+        ]
+
     async def _dispatch(
         self, record: JobRecord, message: ShortMessage, attempt: int, started_at: datetime
     ) -> Finished | RetryLater:

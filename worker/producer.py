@@ -20,9 +20,10 @@ from worker.jobs import JobRecord
 from worker.keys import job_key, reference_key
 from worker.models import ShortMessage
 
-__all__ = ["Producer", "Publisher", "enqueue", "enqueue_many"]
+__all__ = ["SEND_BATCH_TASK", "SEND_TASK", "Producer", "Publisher", "enqueue", "enqueue_many"]
 
 SEND_TASK = "sms.send"  # the task name producers publish (worker.tasks registers it)
+SEND_BATCH_TASK = "sms.send_batch"  # many bulk jobs in one task
 
 # KEYS[1] job key, KEYS[2] reference key (or the job key again when there is none)
 # ARGV[1] job JSON, ARGV[2] job id, ARGV[3] TTL s, ARGV[4] "1" when there is a reference
@@ -154,7 +155,11 @@ class Producer:
         identity_store: str | None = None,
         ttl_s: float | None = None,
     ) -> list[str]:
-        """:meth:`enqueue` for many messages, storing them in pipelined round trips."""
+        """:meth:`enqueue` for many messages, stored in pipelined round trips.
+
+        On the bulk lane, jobs travel ``bulk_batch_size`` to a task (``sms.send_batch``);
+        each still gets its own result under its own id.
+        """
         records = [
             self._prepare(m, lane=lane, account=account, identity_store=identity_store, ttl_s=ttl_s)
             for m in messages
@@ -171,12 +176,36 @@ class Producer:
                 )
             owners = pipe.execute()
         ids: list[str] = []
+        fresh: list[JobRecord] = []
         for record, owner in zip(records, owners, strict=True):
             owner_id = owner.decode() if isinstance(owner, bytes) else str(owner)
-            if owner_id == record.id:
-                self._publish(record, record.message.get("reference_id"))
             ids.append(owner_id)
+            if owner_id == record.id:
+                fresh.append(record)
+        if lane != self._settings.lanes.bulk:
+            for record in fresh:
+                self._publish(record, record.message.get("reference_id"))
+            return ids
+        size = self._settings.bulk_batch_size
+        for start in range(0, len(fresh), size):
+            self._publish_batch(fresh[start : start + size])
         return ids
+
+    def _publish_batch(self, records: list[JobRecord]) -> None:
+        try:
+            self._publisher.send_task(
+                SEND_BATCH_TASK, args=[[record.id for record in records]], queue=records[0].lane
+            )
+        except Exception:
+            # As for one job: unpublished jobs are forgotten so they can be enqueued again.
+            keys = [job_key(record.id) for record in records]
+            keys += [
+                reference_key(ref)
+                for record in records
+                if (ref := record.message.get("reference_id"))
+            ]
+            self._redis.delete(*keys)
+            raise
 
 
 _default: Producer | None = None

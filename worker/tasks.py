@@ -4,6 +4,11 @@
 ``SendSmsMessageResult`` (JSON), kept in the result backend under the job id, which is
 also the task id. A payload that is not one job id is recorded as a failed job with the
 reason, never crashed on and never retried.
+
+``sms.send_batch`` carries many bulk jobs (Celery's per-task cost, not the provider, is
+what limits one-message tasks). It stores each job's result under the job's id itself,
+and hands a job that must be retried to ``sms.send`` with the countdown, as its own task
+under its own id, so every job still ends with one result under its id.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from celery import Task
 from celery.signals import task_rejected, task_unknown
 from redis.exceptions import RedisError
 
+from config.settings import get_settings
 from worker import runtime
 from worker.app import app
-from worker.dispatch import RetryLater
-from worker.producer import SEND_TASK
+from worker.dispatch import Finished, RetryLater
+from worker.producer import SEND_BATCH_TASK, SEND_TASK
 from worker.rejections import record_rejected
 from worker.results import job_failure
 
-__all__ = ["SEND_TASK", "send"]
+__all__ = ["SEND_BATCH_TASK", "SEND_TASK", "send", "send_batch"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _STATE_STORE_RETRY_S = 5.0
@@ -68,6 +74,46 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         log.info("job %s: retry in %.1fs (%s)", job_id, outcome.countdown_s, outcome.reason)
         raise self.retry(countdown=outcome.countdown_s)
     return outcome.result.model_dump(mode="json")
+
+
+def _job_ids_from(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:
+    if len(args) != 1 or kwargs or not isinstance(args[0], list) or not args[0]:
+        return None
+    ids = args[0]
+    if all(isinstance(item, str) and _JOB_ID.match(item) for item in ids):
+        return list(ids)
+    return None
+
+
+@app.task(name=SEND_BATCH_TASK, bind=True, max_retries=None, ignore_result=True)
+def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
+    """Dispatch a batch of stored bulk jobs; each job's result is stored under its own id."""
+    job_ids = _job_ids_from(args, kwargs)
+    if job_ids is None:
+        record_rejected(
+            f"malformed {SEND_BATCH_TASK} payload (task {self.request.id}): expected a list "
+            f"of job ids, got {_describe_payload(args, kwargs)}"
+        )
+        return
+    try:
+        outcomes = runtime.run(runtime.current().dispatcher.dispatch_many(job_ids))
+    except (RedisError, ConnectionError) as error:
+        countdown = _STATE_STORE_RETRY_S * random.uniform(1.0, 2.0)
+        log.warning(
+            "batch %s: state store unavailable (%s); retrying",
+            self.request.id,
+            type(error).__name__,
+        )
+        raise self.retry(countdown=countdown, exc=error) from None
+    queue = str((self.request.delivery_info or {}).get("routing_key") or get_settings().lanes.bulk)
+    for job_id, outcome in outcomes:
+        if isinstance(outcome, Finished):
+            app.backend.store_result(job_id, outcome.result.model_dump(mode="json"), "SUCCESS")
+        else:
+            # The job goes on alone: its own task, its own id, retried like any job.
+            send.apply_async(
+                args=(job_id,), task_id=job_id, queue=queue, countdown=outcome.countdown_s
+            )
 
 
 @task_unknown.connect
