@@ -114,10 +114,15 @@ class DeliveryState:
         self._key = parts_key(job_id)
         self._ttl_s = ttl_s
         self._claim = redis.register_script(_CLAIM)
+        # What this delivery has read and written, so the final result needs no re-read.
+        self.known: dict[str, PartState] = {}
 
     async def load(self) -> dict[str, PartState]:
-        """Every part's state, by part name."""
-        raw = await self._redis.hgetall(self._key)
+        """Every part's state, by part name, read from Redis (and remembered)."""
+        return self.remember(await self._redis.hgetall(self._key))
+
+    def remember(self, raw: dict[Any, Any]) -> dict[str, PartState]:
+        """Take the states from an ``HGETALL`` of the parts hash made elsewhere."""
         states: dict[str, PartState] = {}
         for raw_key, raw_value in raw.items():
             key, value = _text(raw_key), _text(raw_value)
@@ -133,6 +138,7 @@ class DeliveryState:
                 state.segments = int(detail.get("segments") or 0)
                 state.error_class = detail.get("error_class")
                 state.reason = detail.get("reason")
+        self.known = states
         return states
 
     async def claim(self, part: PartRef, *, resend_uncertain: bool) -> Claim:
@@ -142,7 +148,13 @@ class DeliveryState:
             keys=[self._key],
             args=[part.name, "1" if resend_uncertain else "0", self._ttl_s, lost.detail_json()],
         )
-        return Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts))
+        claim = Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts))
+        if claim.claimed:
+            self.known[part.name] = PartState(DeliveryStatus.SENDING, attempts=claim.attempts)
+        elif claim.status == DeliveryStatus.UNKNOWN:
+            lost.attempts = claim.attempts
+            self.known[part.name] = lost
+        return claim
 
     async def settle(self, part: PartRef, state: PartState) -> None:
         """Record the part's new status and detail (the claim holder's outcome).
@@ -150,6 +162,10 @@ class DeliveryState:
         Retried briefly on a Redis error: after a provider accepted the part, losing this
         write would leave it ``sending``, and a redelivery would call it unknown.
         """
+        previous = self.known.get(part.name)
+        if previous is not None:
+            state.attempts = max(state.attempts, previous.attempts)
+        self.known[part.name] = state
         mapping: dict[Any, str] = {
             f"{part.name}:s": state.status.value,
             f"{part.name}:d": state.detail_json(),

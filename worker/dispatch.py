@@ -25,6 +25,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
@@ -48,7 +49,7 @@ from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
 from worker.delivery import LOST_OUTCOME, DeliveryState, PartRef, PartState
 from worker.jobs import JobRecord
-from worker.keys import job_key
+from worker.keys import job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
 from worker.ratelimit import AccountRate, RateLimiter
 from worker.results import job_failure, recipient_result, rejected_result, summarise
@@ -152,7 +153,11 @@ class Dispatcher:
             attempt: How many times this job was retried already (Celery's count).
         """
         started_at = self._clock()
-        raw = await self._redis.get(job_key(job_id))
+        # The job and its parts' states in one round trip.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(job_key(job_id))
+            pipe.hgetall(parts_key(job_id))
+            raw, raw_parts = await pipe.execute()
         if raw is None:
             return Finished(job_failure(job_id, "job not found: it expired or was never stored"))
         try:
@@ -166,7 +171,7 @@ class Dispatcher:
         except (DecryptionFailed, ValidationError) as error:
             reason = str(error) if isinstance(error, DecryptionFailed) else "malformed message"
             return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
-        return await self._dispatch(record, message, attempt, started_at)
+        return await self._dispatch(record, message, attempt, started_at, raw_parts)
 
     async def dispatch_many(self, job_ids: list[str]) -> list[tuple[str, Finished | RetryLater]]:
         """Dispatch several jobs at once (a bulk batch), each as :meth:`dispatch` would.
@@ -187,7 +192,12 @@ class Dispatcher:
         ]
 
     async def _dispatch(
-        self, record: JobRecord, message: ShortMessage, attempt: int, started_at: datetime
+        self,
+        record: JobRecord,
+        message: ShortMessage,
+        attempt: int,
+        started_at: datetime,
+        raw_parts: dict[Any, Any],
     ) -> Finished | RetryLater:
         redacted = record.redacted_message()
         try:
@@ -225,7 +235,7 @@ class Dispatcher:
             account=account,
             gateway=gateway,
             pieces=pieces,
-            delivery=DeliveryState(self._redis, record.id, ttl_s=self._settings.job_ttl_s),
+            delivery=_delivery(self._redis, record.id, self._settings.job_ttl_s, raw_parts),
             deadline=message.expiry(record.enqueued_at),
             resend_uncertain=record.lane in self._settings.resend_uncertain_lanes,
         )
@@ -234,7 +244,7 @@ class Dispatcher:
             retry = await self._retry_or_give_up(job, check.recipients, waits, attempt)
             if retry is not None:
                 return retry
-        states = await job.delivery.load()
+        states = job.delivery.known
         results = [recipient_result(r, len(pieces), states) for r in check.recipients]
         return Finished(
             summarise(
@@ -309,7 +319,7 @@ class Dispatcher:
     # --- sending ---------------------------------------------------------------------------
 
     async def _send_all(self, job: _Job, recipients: tuple[str, ...]) -> list[_Wait]:
-        states = await job.delivery.load()
+        states = dict(job.delivery.known)
         limit = asyncio.Semaphore(self._settings.recipient_concurrency)
 
         async def one(recipient: str) -> _Wait | None:
@@ -507,3 +517,9 @@ def _lost_part() -> PartState:
 
 def _expired_part() -> PartState:
     return PartState(DeliveryStatus.EXPIRED, reason="expired before it was sent")
+
+
+def _delivery(redis: Redis, job_id: str, ttl_s: int, raw_parts: dict[Any, Any]) -> DeliveryState:
+    delivery = DeliveryState(redis, job_id, ttl_s=ttl_s)
+    delivery.remember(raw_parts)
+    return delivery
