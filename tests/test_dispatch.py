@@ -54,6 +54,18 @@ def dispatch_settings(sandbox: SandboxServer) -> Iterator[Settings]:
         yield settings
 
 
+def make_dispatcher(
+    redis: Redis, session: aiohttp.ClientSession, settings: Settings, cipher: Cipher
+) -> Dispatcher:
+    return Dispatcher(
+        redis=redis,
+        session=session,
+        settings=settings,
+        accounts=SettingsAccounts(settings),
+        cipher=cipher,
+    )
+
+
 @pytest.fixture
 async def dispatcher(
     async_redis: Redis,
@@ -61,13 +73,7 @@ async def dispatcher(
     dispatch_settings: Settings,
     cipher: Cipher,
 ) -> AsyncIterator[Dispatcher]:
-    instance = Dispatcher(
-        redis=async_redis,
-        session=http_session,
-        settings=dispatch_settings,
-        accounts=SettingsAccounts(dispatch_settings),
-        cipher=cipher,
-    )
+    instance = make_dispatcher(async_redis, http_session, dispatch_settings, cipher)
     yield instance
     await instance.aclose()
 
@@ -243,10 +249,7 @@ async def test_a_timeout_is_uncertain_and_not_resent(
     with override_settings(
         accounts=[vonage_account(sandbox)], default_account="main", provider_timeout_s=0.1
     ) as settings:
-        dispatcher = Dispatcher(
-            redis=async_redis, session=http_session, settings=settings,
-            accounts=SettingsAccounts(settings), cipher=cipher,
-        )  # fmt: skip
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
         record = await store(async_redis, cipher, ShortMessage(message="hi", phone_numbers=[ALICE]))
         # When dispatched
         result = await finish(dispatcher, record.id)
@@ -266,10 +269,7 @@ async def test_a_lane_that_resends_uncertain_parts_tries_again(
         resend_uncertain_lanes=["otp"],
         retry_base_s=0.1,
     ) as settings:
-        dispatcher = Dispatcher(
-            redis=async_redis, session=http_session, settings=settings,
-            accounts=SettingsAccounts(settings), cipher=cipher,
-        )  # fmt: skip
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
         record = await store(async_redis, cipher, ShortMessage(message="hi", phone_numbers=[ALICE]))
         assert isinstance(await dispatcher.dispatch(record.id), RetryLater)
         result = await finish(dispatcher, record.id, attempt=1)
@@ -301,10 +301,7 @@ async def test_bad_credentials_fail_the_job_without_retry(
     with override_settings(
         accounts=[vonage_account(sandbox, password="wrong-secret")], default_account="main"
     ) as settings:
-        dispatcher = Dispatcher(
-            redis=async_redis, session=http_session, settings=settings,
-            accounts=SettingsAccounts(settings), cipher=cipher,
-        )  # fmt: skip
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
         record = await store(async_redis, cipher, ShortMessage(message="hi", phone_numbers=[ALICE]))
         result = await finish(dispatcher, record.id)
     (recipient,) = result.recipients
@@ -319,10 +316,7 @@ async def test_no_account_is_a_clear_permanent_failure(
     async_redis: Redis, http_session: aiohttp.ClientSession, cipher: Cipher, sandbox: SandboxServer
 ) -> None:
     with override_settings(accounts=[vonage_account(sandbox)], default_account=None) as settings:
-        dispatcher = Dispatcher(
-            redis=async_redis, session=http_session, settings=settings,
-            accounts=SettingsAccounts(settings), cipher=cipher,
-        )  # fmt: skip
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
         record = await store(async_redis, cipher, ShortMessage(message="hi", phone_numbers=[ALICE]))
         result = await finish(dispatcher, record.id)
     assert result.recipients[0].error_class == "NoAccount"
