@@ -47,7 +47,7 @@ from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
 from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
-from worker.delivery import LOST_OUTCOME, DeliveryState, PartRef, PartState
+from worker.delivery import LOST_OUTCOME, Claim, DeliveryState, PartRef, PartState
 from worker.jobs import JobRecord
 from worker.keys import job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
@@ -350,10 +350,9 @@ class Dispatcher:
                 lost = known is not None and known.status == DeliveryStatus.SENDING
                 await job.delivery.settle(part, _lost_part() if lost else _expired_part())
                 return None
-            waited = await self._take_tokens(job, piece.counted.segments)
-            if waited is not None:
-                return waited
-            claim = await job.delivery.claim(part, resend_uncertain=job.resend_uncertain)
+            claim = await self._claim(job, part, piece.counted.segments)
+            if isinstance(claim, _Wait):
+                return claim
             if not claim.claimed:
                 if claim.status == DeliveryStatus.SENT:
                     continue
@@ -365,16 +364,19 @@ class Dispatcher:
                 return None
         return None
 
-    async def _take_tokens(self, job: _Job, segments: int) -> _Wait | None:
-        """Wait for the account's rate limit briefly in-loop; a longer wait is a retry."""
-        rate = self._rate(job)
+    async def _claim(self, job: _Job, part: PartRef, segments: int) -> Claim | _Wait:
+        """Claim the part with its rate-limit tokens (one round trip); wait for the limit
+        briefly in-loop, while a longer wait is a retry."""
+        tokens = self._limiter.request(
+            job.account.name, self._rate(job), lane=job.record.lane, cost=segments
+        )
         while True:
-            decision = await self._limiter.acquire(
-                job.account.name, rate, lane=job.record.lane, cost=segments
+            claim = await job.delivery.claim_with_tokens(
+                part, tokens, resend_uncertain=job.resend_uncertain
             )
-            if decision.allowed:
-                return None
-            wait_s = decision.retry_after_s
+            if not claim.rate_limited:
+                return claim
+            wait_s = claim.retry_after_s
             too_late = job.deadline is not None and (
                 self._clock().timestamp() + wait_s >= job.deadline.timestamp()
             )
