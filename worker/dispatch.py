@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -145,19 +145,20 @@ class Dispatcher:
 
     # --- the job -------------------------------------------------------------------------
 
-    async def dispatch(self, job_id: str, *, attempt: int = 0) -> Finished | RetryLater:
+    async def dispatch(
+        self, job_id: str, *, attempt: int = 0, loaded: tuple[Any, Any] | None = None
+    ) -> Finished | RetryLater:
         """Take the job as far as it can go now.
 
         Args:
             job_id: The stored job's id.
             attempt: How many times this job was retried already (Celery's count).
+            loaded: The job's stored JSON and its parts' ``HGETALL``, when already read.
         """
         started_at = self._clock()
-        # The job and its parts' states in one round trip.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(job_key(job_id))
-            pipe.hgetall(parts_key(job_id))
-            raw, raw_parts = await pipe.execute()
+        if loaded is None:
+            loaded = (await self._load([job_id]))[0]
+        raw, raw_parts = loaded
         if raw is None:
             return Finished(job_failure(job_id, "job not found: it expired or was never stored"))
         try:
@@ -173,14 +174,29 @@ class Dispatcher:
             return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
         return await self._dispatch(record, message, attempt, started_at, raw_parts)
 
+    async def _load(self, job_ids: list[str]) -> list[tuple[Any, Any]]:
+        """Each job's stored JSON and its parts' states, all in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.get(job_key(job_id))
+                pipe.hgetall(parts_key(job_id))
+            replies = await pipe.execute()
+        return list(zip(replies[::2], replies[1::2], strict=True))
+
     async def dispatch_many(self, job_ids: list[str]) -> list[tuple[str, Finished | RetryLater]]:
         """Dispatch several jobs at once (a bulk batch), each as :meth:`dispatch` would.
 
+        The jobs and their parts' states are read in one round trip for the whole batch.
         Every job runs to its end even if another fails; then the first error surfaces
         (dispatching again is safe: parts already sent are never re-sent).
         """
+        loaded = await self._load(job_ids)
         outcomes = await asyncio.gather(
-            *(self.dispatch(job_id) for job_id in job_ids), return_exceptions=True
+            *(
+                self.dispatch(job_id, loaded=data)
+                for job_id, data in zip(job_ids, loaded, strict=True)
+            ),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -199,7 +215,12 @@ class Dispatcher:
         started_at: datetime,
         raw_parts: dict[Any, Any],
     ) -> Finished | RetryLater:
-        redacted = record.redacted_message()
+        # The message already validated, its code redacted: no second parse of the job.
+        redacted = (
+            message.model_copy(update={"access_code": SecretStr("redacted")})
+            if message.access_code is not None
+            else message
+        )
         try:
             resolved = await self._accounts.resolve(record.account, record.identity_store)
         except NoAccount as error:
@@ -320,6 +341,10 @@ class Dispatcher:
 
     async def _send_all(self, job: _Job, recipients: tuple[str, ...]) -> list[_Wait]:
         states = dict(job.delivery.known)
+        if len(recipients) == 1:
+            # The common case (bulk: one recipient a job) needs no task, gather or semaphore.
+            alone = await self._send_recipient(job, recipients[0], states)
+            return [alone] if alone is not None else []
         limit = asyncio.Semaphore(self._settings.recipient_concurrency)
 
         async def one(recipient: str) -> _Wait | None:
