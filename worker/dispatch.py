@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ from worker.delivery import LOST_OUTCOME, Claim, DeliveryState, PartRef, PartSta
 from worker.jobs import JobRecord
 from worker.keys import job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
-from worker.ratelimit import AccountRate, RateLimiter
+from worker.ratelimit import AccountRate, RateLimiter, TokenRequest
 from worker.results import job_failure, recipient_result, rejected_result, summarise
 from worker.segmentation import Segmentation, segment, split_pieces
 
@@ -99,6 +99,7 @@ class _Job:
     delivery: DeliveryState
     deadline: datetime | None
     resend_uncertain: bool
+    tokens: dict[int, TokenRequest] = field(default_factory=dict)  # by segments, built once
 
 
 class Dispatcher:
@@ -392,9 +393,11 @@ class Dispatcher:
     async def _claim(self, job: _Job, part: PartRef, segments: int) -> Claim | _Wait:
         """Claim the part with its rate-limit tokens (one round trip); wait for the limit
         briefly in-loop, while a longer wait is a retry."""
-        tokens = self._limiter.request(
-            job.account.name, self._rate(job), lane=job.record.lane, cost=segments
-        )
+        tokens = job.tokens.get(segments)
+        if tokens is None:
+            tokens = job.tokens[segments] = self._limiter.request(
+                job.account.name, self._rate(job), lane=job.record.lane, cost=segments
+            )
         while True:
             claim = await job.delivery.claim_with_tokens(
                 part, tokens, resend_uncertain=job.resend_uncertain
