@@ -332,3 +332,14 @@ def test_any_input_is_e164_or_a_refusal_without_digits(raw: str, region: str | N
     assert result[1:].isdigit()
     assert len(result) <= 16
     assert normalize_number(result) == result
+
+
+def test_repeated_inputs_get_the_same_answers_as_the_first_time() -> None:
+    # Answers are cached per process: the same input gives the same E.164, or the same
+    # refusal (raised every time), and another region or type set is a different question.
+    for _ in range(3):
+        assert normalize_number("07911 123456", "GB") == "+447911123456"
+        with pytest.raises(InvalidRecipient, match="no default region"):
+            normalize_number("07911 123456")
+        with pytest.raises(InvalidRecipient, match="mobile numbers are not allowed"):
+            normalize_number("07911 123456", "GB", allowed_types=["FIXED_LINE"])

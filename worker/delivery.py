@@ -11,18 +11,26 @@ named by a hash of the recipient and the piece number, so no number is spelled o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from gateways.errors import SmsError
 from worker.keys import parts_key
 from worker.models import DeliveryStatus
+from worker.ratelimit import GCRA_LUA, TokenRequest
 
 __all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState"]
 
@@ -46,7 +54,49 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, 'sending', attempts}
 """
 
-_SETTLE_ATTEMPTS = 5
+# The claim above, with the part's rate-limit tokens taken in the same atomic call (one
+# round trip a part instead of two). A part that cannot be claimed costs no tokens; a part
+# refused by the limiter is not claimed.
+# KEYS[1] the job's parts hash, KEYS[2..4] the limiter's keys (account TAT, lane TAT, pause)
+# ARGV[1..4] as the claim, ARGV[5..9] as the limiter's ``take``
+# Returns {claimed (1/0), status, attempts, wait_us} (wait_us > 0: refused by the limiter).
+_CLAIM_WITH_TOKENS = (
+    GCRA_LUA
+    + """
+local status = redis.call('HGET', KEYS[1], ARGV[1] .. ':s')
+if status == 'sending' then
+  if ARGV[2] ~= '1' then
+    redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'unknown', ARGV[1] .. ':d', ARGV[4])
+    return {0, 'unknown', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'), 0}
+  end
+elseif status and status ~= 'retrying' and status ~= 'queued' then
+  return {0, status, tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'), 0}
+end
+local t = redis.call('TIME')
+local wait = take(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[2], KEYS[3], KEYS[4], 5)
+if wait > 0 then
+  -- At least 1 us: a refusal must never read as "granted".
+  return {0, status or 'queued', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'),
+          math.max(1, math.ceil(wait))}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':a', 1)
+redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'sending')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, 'sending', attempts, 0}
+"""
+)
+
+# KEYS[1] the job's parts hash; ARGV[1] TTL s, ARGV[2] part name, ARGV[3] status,
+# ARGV[4] detail JSON. One command instead of MULTI/HSET/EXPIRE/EXEC, as atomic.
+_SETTLE = """
+redis.call('HSET', KEYS[1], ARGV[2] .. ':s', ARGV[3], ARGV[2] .. ':d', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+_US_PER_S = 1_000_000
+_SETTLE_ATTEMPTS = 5  # the first try, then tenacity's
+_FIRST_RETRY_S = 0.1
 
 LOST_OUTCOME = (
     "the outcome of this send was lost (a worker stopped while the provider call was in "
@@ -64,8 +114,7 @@ class PartRef:
     @property
     def name(self) -> str:
         """The part's name in the state hash: a hash of the number, then the piece."""
-        digest = hashlib.sha256(self.recipient.encode()).hexdigest()[:16]
-        return f"{digest}:{self.piece}"
+        return f"{_number_digest(self.recipient)}:{self.piece}"
 
 
 @dataclass(slots=True)
@@ -91,6 +140,11 @@ class PartState:
         )
 
 
+_LOST_DETAIL = PartState(
+    DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME
+).detail_json()
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """The answer to a claim: whether this worker may send the part now."""
@@ -98,6 +152,12 @@ class Claim:
     claimed: bool
     status: DeliveryStatus
     attempts: int
+    retry_after_s: float = 0.0  # > 0: not claimed because the rate limit refused the tokens
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the claim failed only for want of rate-limit tokens (ask again later)."""
+        return not self.claimed and self.retry_after_s > 0
 
 
 class DeliveryState:
@@ -114,6 +174,8 @@ class DeliveryState:
         self._key = parts_key(job_id)
         self._ttl_s = ttl_s
         self._claim = redis.register_script(_CLAIM)
+        self._claim_with_tokens = redis.register_script(_CLAIM_WITH_TOKENS)
+        self._settle = redis.register_script(_SETTLE)
         # What this delivery has read and written, so the final result needs no re-read.
         self.known: dict[str, PartState] = {}
 
@@ -143,17 +205,53 @@ class DeliveryState:
 
     async def claim(self, part: PartRef, *, resend_uncertain: bool) -> Claim:
         """Atomically take the part for sending, unless it is already settled."""
-        lost = PartState(DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME)
         claimed, status, attempts = await self._claim(
             keys=[self._key],
-            args=[part.name, "1" if resend_uncertain else "0", self._ttl_s, lost.detail_json()],
+            args=[part.name, "1" if resend_uncertain else "0", self._ttl_s, _LOST_DETAIL],
         )
-        claim = Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts))
+        return self._claimed(part, Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts)))
+
+    async def claim_with_tokens(
+        self, part: PartRef, tokens: TokenRequest, *, resend_uncertain: bool
+    ) -> Claim:
+        """:meth:`claim`, taking the part's rate-limit tokens in the same atomic call.
+
+        The tokens are charged only when the part is claimed; a part that is already settled
+        (or whose outcome was lost) costs none. When the limiter refuses, the part is left as
+        it was and :attr:`Claim.retry_after_s` says when to ask again.
+
+        The parts hash and the limiter's keys are touched by one script, so they must live
+        on one Redis server (the state store is one server, not a Redis Cluster).
+        """
+        claimed, status, attempts, wait_us = await self._claim_with_tokens(
+            keys=[self._key, *tokens.keys],
+            args=[
+                part.name,
+                "1" if resend_uncertain else "0",
+                self._ttl_s,
+                _LOST_DETAIL,
+                *tokens.args,
+            ],
+        )
+        claim = Claim(
+            bool(int(claimed)),
+            DeliveryStatus(status),
+            int(attempts),
+            retry_after_s=int(wait_us) / _US_PER_S,
+        )
+        return self._claimed(part, claim)
+
+    def _claimed(self, part: PartRef, claim: Claim) -> Claim:
+        """Remember what a claim learnt about the part."""
         if claim.claimed:
             self.known[part.name] = PartState(DeliveryStatus.SENDING, attempts=claim.attempts)
-        elif claim.status == DeliveryStatus.UNKNOWN:
-            lost.attempts = claim.attempts
-            self.known[part.name] = lost
+        elif claim.status == DeliveryStatus.UNKNOWN and not claim.rate_limited:
+            self.known[part.name] = PartState(
+                DeliveryStatus.UNKNOWN,
+                attempts=claim.attempts,
+                error_class="LostOutcome",
+                reason=LOST_OUTCOME,
+            )
         return claim
 
     async def settle(self, part: PartRef, state: PartState) -> None:
@@ -166,21 +264,21 @@ class DeliveryState:
         if previous is not None:
             state.attempts = max(state.attempts, previous.attempts)
         self.known[part.name] = state
-        mapping: dict[Any, str] = {
-            f"{part.name}:s": state.status.value,
-            f"{part.name}:d": state.detail_json(),
-        }
+        args: list[str | int] = [self._ttl_s, part.name, state.status.value, state.detail_json()]
+        try:
+            # The first try outside tenacity: it is the one that almost always succeeds.
+            await self._settle(keys=[self._key], args=args)
+            return
+        except RedisError:
+            await asyncio.sleep(_FIRST_RETRY_S)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(RedisError),
-            stop=stop_after_attempt(_SETTLE_ATTEMPTS),
+            stop=stop_after_attempt(_SETTLE_ATTEMPTS - 1),
             wait=wait_exponential(multiplier=0.1, max=2.0),
             reraise=True,
         ):
             with attempt:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.hset(self._key, mapping=mapping)
-                    pipe.expire(self._key, self._ttl_s)
-                    await pipe.execute()
+                await self._settle(keys=[self._key], args=args)
 
     async def settle_error(
         self, part: PartRef, status: DeliveryStatus, error: SmsError, *, reason: str | None = None
@@ -189,6 +287,12 @@ class DeliveryState:
         state = PartState(status, error_class=type(error).__name__, reason=reason or str(error))
         await self.settle(part, state)
         return state
+
+
+@lru_cache(maxsize=8192)
+def _number_digest(recipient: str) -> str:
+    # Asked several times per part (state lookups, claim, settle, result): hash once.
+    return hashlib.sha256(recipient.encode()).hexdigest()[:16]
 
 
 def _text(value: bytes | str) -> str:

@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -47,11 +47,11 @@ from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
 from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
-from worker.delivery import LOST_OUTCOME, DeliveryState, PartRef, PartState
+from worker.delivery import LOST_OUTCOME, Claim, DeliveryState, PartRef, PartState
 from worker.jobs import JobRecord
 from worker.keys import job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
-from worker.ratelimit import AccountRate, RateLimiter
+from worker.ratelimit import AccountRate, RateLimiter, TokenRequest
 from worker.results import job_failure, recipient_result, rejected_result, summarise
 from worker.segmentation import Segmentation, segment, split_pieces
 
@@ -99,6 +99,7 @@ class _Job:
     delivery: DeliveryState
     deadline: datetime | None
     resend_uncertain: bool
+    tokens: dict[int, TokenRequest] = field(default_factory=dict)  # by segments, built once
 
 
 class Dispatcher:
@@ -145,19 +146,20 @@ class Dispatcher:
 
     # --- the job -------------------------------------------------------------------------
 
-    async def dispatch(self, job_id: str, *, attempt: int = 0) -> Finished | RetryLater:
+    async def dispatch(
+        self, job_id: str, *, attempt: int = 0, loaded: tuple[Any, Any] | None = None
+    ) -> Finished | RetryLater:
         """Take the job as far as it can go now.
 
         Args:
             job_id: The stored job's id.
             attempt: How many times this job was retried already (Celery's count).
+            loaded: The job's stored JSON and its parts' ``HGETALL``, when already read.
         """
         started_at = self._clock()
-        # The job and its parts' states in one round trip.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(job_key(job_id))
-            pipe.hgetall(parts_key(job_id))
-            raw, raw_parts = await pipe.execute()
+        if loaded is None:
+            loaded = (await self._load([job_id]))[0]
+        raw, raw_parts = loaded
         if raw is None:
             return Finished(job_failure(job_id, "job not found: it expired or was never stored"))
         try:
@@ -173,14 +175,29 @@ class Dispatcher:
             return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
         return await self._dispatch(record, message, attempt, started_at, raw_parts)
 
+    async def _load(self, job_ids: list[str]) -> list[tuple[Any, Any]]:
+        """Each job's stored JSON and its parts' states, all in one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.get(job_key(job_id))
+                pipe.hgetall(parts_key(job_id))
+            replies = await pipe.execute()
+        return list(zip(replies[::2], replies[1::2], strict=True))
+
     async def dispatch_many(self, job_ids: list[str]) -> list[tuple[str, Finished | RetryLater]]:
         """Dispatch several jobs at once (a bulk batch), each as :meth:`dispatch` would.
 
+        The jobs and their parts' states are read in one round trip for the whole batch.
         Every job runs to its end even if another fails; then the first error surfaces
         (dispatching again is safe: parts already sent are never re-sent).
         """
+        loaded = await self._load(job_ids)
         outcomes = await asyncio.gather(
-            *(self.dispatch(job_id) for job_id in job_ids), return_exceptions=True
+            *(
+                self.dispatch(job_id, loaded=data)
+                for job_id, data in zip(job_ids, loaded, strict=True)
+            ),
+            return_exceptions=True,
         )
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -199,7 +216,12 @@ class Dispatcher:
         started_at: datetime,
         raw_parts: dict[Any, Any],
     ) -> Finished | RetryLater:
-        redacted = record.redacted_message()
+        # The message already validated, its code redacted: no second parse of the job.
+        redacted = (
+            message.model_copy(update={"access_code": SecretStr("redacted")})
+            if message.access_code is not None
+            else message
+        )
         try:
             resolved = await self._accounts.resolve(record.account, record.identity_store)
         except NoAccount as error:
@@ -320,6 +342,10 @@ class Dispatcher:
 
     async def _send_all(self, job: _Job, recipients: tuple[str, ...]) -> list[_Wait]:
         states = dict(job.delivery.known)
+        if len(recipients) == 1:
+            # The common case (bulk: one recipient a job) needs no task, gather or semaphore.
+            alone = await self._send_recipient(job, recipients[0], states)
+            return [alone] if alone is not None else []
         limit = asyncio.Semaphore(self._settings.recipient_concurrency)
 
         async def one(recipient: str) -> _Wait | None:
@@ -350,10 +376,9 @@ class Dispatcher:
                 lost = known is not None and known.status == DeliveryStatus.SENDING
                 await job.delivery.settle(part, _lost_part() if lost else _expired_part())
                 return None
-            waited = await self._take_tokens(job, piece.counted.segments)
-            if waited is not None:
-                return waited
-            claim = await job.delivery.claim(part, resend_uncertain=job.resend_uncertain)
+            claim = await self._claim(job, part, piece.counted.segments)
+            if isinstance(claim, _Wait):
+                return claim
             if not claim.claimed:
                 if claim.status == DeliveryStatus.SENT:
                     continue
@@ -365,16 +390,21 @@ class Dispatcher:
                 return None
         return None
 
-    async def _take_tokens(self, job: _Job, segments: int) -> _Wait | None:
-        """Wait for the account's rate limit briefly in-loop; a longer wait is a retry."""
-        rate = self._rate(job)
-        while True:
-            decision = await self._limiter.acquire(
-                job.account.name, rate, lane=job.record.lane, cost=segments
+    async def _claim(self, job: _Job, part: PartRef, segments: int) -> Claim | _Wait:
+        """Claim the part with its rate-limit tokens (one round trip); wait for the limit
+        briefly in-loop, while a longer wait is a retry."""
+        tokens = job.tokens.get(segments)
+        if tokens is None:
+            tokens = job.tokens[segments] = self._limiter.request(
+                job.account.name, self._rate(job), lane=job.record.lane, cost=segments
             )
-            if decision.allowed:
-                return None
-            wait_s = decision.retry_after_s
+        while True:
+            claim = await job.delivery.claim_with_tokens(
+                part, tokens, resend_uncertain=job.resend_uncertain
+            )
+            if not claim.rate_limited:
+                return claim
+            wait_s = claim.retry_after_s
             too_late = job.deadline is not None and (
                 self._clock().timestamp() + wait_s >= job.deadline.timestamp()
             )

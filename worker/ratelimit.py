@@ -19,49 +19,65 @@ from redis.asyncio import Redis
 
 from worker.keys import ratelimit_key, ratelimit_lane_key, ratelimit_pause_key
 
-__all__ = ["AccountRate", "Decision", "RateLimiter"]
+__all__ = ["GCRA_LUA", "AccountRate", "Decision", "RateLimiter", "TokenRequest"]
 
 _US_PER_S = 1_000_000
 
-# KEYS[1] account TAT, KEYS[2] lane TAT (may be unused), KEYS[3] pause key
-# ARGV[1] cost (units), ARGV[2] account interval us/unit, ARGV[3] account burst us,
-# ARGV[4] lane interval us/unit (0: no lane limit), ARGV[5] lane burst us
+# A Lua function other scripts embed (the claim of a part takes its tokens in the same call).
+# take(now, account TAT key, lane TAT key, pause key, ARGV offset): ARGV[o] cost (units),
+# ARGV[o+1] account interval us/unit, ARGV[o+2] account burst us, ARGV[o+3] lane interval
+# us/unit (0: no lane limit), ARGV[o+4] lane burst us. Returns the wait in us: 0 when the
+# tokens were taken, else how long until they could be (nothing is charged then).
+GCRA_LUA = """
+local function take(now, account_key, lane_key, pause_key, o)
+  local paused = tonumber(redis.call('GET', pause_key) or '0')
+  if paused > now then
+    return paused - now
+  end
+  local cost = tonumber(ARGV[o])
+  local function check(key, interval, burst)
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    local increment = cost * interval
+    local new_tat = tat + increment
+    -- A request larger than the burst passes once the limiter is idle, never sooner.
+    local tolerance = math.max(burst, increment)
+    local wait = new_tat - now - tolerance
+    return new_tat, wait
+  end
+  local account_tat, account_wait =
+    check(account_key, tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]))
+  local lane_interval = tonumber(ARGV[o + 3])
+  local lane_tat, lane_wait = 0, 0
+  if lane_interval > 0 then
+    lane_tat, lane_wait = check(lane_key, lane_interval, tonumber(ARGV[o + 4]))
+  end
+  local wait = math.max(account_wait, lane_wait)
+  if wait > 0 then
+    return wait
+  end
+  redis.call('SET', account_key, account_tat, 'PX', math.ceil((account_tat - now) / 1000) + 1000)
+  if lane_interval > 0 then
+    redis.call('SET', lane_key, lane_tat, 'PX', math.ceil((lane_tat - now) / 1000) + 1000)
+  end
+  return 0
+end
+"""
+
+# KEYS[1] account TAT, KEYS[2] lane TAT (may be unused), KEYS[3] pause key; ARGV as ``take``.
 # Returns {allowed (1/0), wait_us}. Times come from the server's clock, so every worker on
 # every machine agrees.
-_GCRA = """
+_GCRA = (
+    GCRA_LUA
+    + """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
-if paused > now then
-  return {0, paused - now}
-end
-local cost = tonumber(ARGV[1])
-local function check(key, interval, burst)
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  local increment = cost * interval
-  local new_tat = tat + increment
-  -- A request larger than the burst passes once the limiter is idle, never sooner.
-  local tolerance = math.max(burst, increment)
-  local wait = new_tat - now - tolerance
-  return new_tat, wait
-end
-local account_tat, account_wait = check(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
-local lane_interval = tonumber(ARGV[4])
-local lane_tat, lane_wait = 0, 0
-if lane_interval > 0 then
-  lane_tat, lane_wait = check(KEYS[2], lane_interval, tonumber(ARGV[5]))
-end
-local wait = math.max(account_wait, lane_wait)
+local wait = take(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[1], KEYS[2], KEYS[3], 1)
 if wait > 0 then
   return {0, wait}
 end
-redis.call('SET', KEYS[1], account_tat, 'PX', math.ceil((account_tat - now) / 1000) + 1000)
-if lane_interval > 0 then
-  redis.call('SET', KEYS[2], lane_tat, 'PX', math.ceil((lane_tat - now) / 1000) + 1000)
-end
 return {1, 0}
 """
+)
 
 # KEYS[1] pause key; ARGV[1] pause length in us. Extends, never shortens, a pause.
 _PAUSE = """
@@ -108,6 +124,19 @@ class Decision:
     retry_after_s: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """One charge to the limiter, as a script embedding :data:`GCRA_LUA` passes it on.
+
+    Attributes:
+        keys: The account's TAT, the lane's TAT and the account's pause key, in that order.
+        args: ``take``'s five arguments (cost, then intervals and bursts in us).
+    """
+
+    keys: tuple[str, str, str]
+    args: tuple[int, int, int, int, int]
+
+
 class RateLimiter:
     """GCRA limits per account (and per limited lane), shared by every worker through Redis.
 
@@ -124,12 +153,11 @@ class RateLimiter:
         self._gcra = redis.register_script(_GCRA)
         self._pause = redis.register_script(_PAUSE)
 
-    async def acquire(
-        self, account: str, rate: AccountRate, *, lane: str, cost: int = 1
-    ) -> Decision:
-        """Charge ``cost`` segments to ``account`` for ``lane`` if its limits allow it now.
+    def request(self, account: str, rate: AccountRate, *, lane: str, cost: int = 1) -> TokenRequest:
+        """The keys and arguments of :data:`GCRA_LUA`'s ``take`` for this charge.
 
-        Nothing is charged when the answer is no.
+        Raises:
+            ValueError: ``cost`` is below 1.
         """
         if cost < 1:
             raise ValueError(f"cost must be at least 1 segment, got {cost}")
@@ -142,19 +170,30 @@ class RateLimiter:
             lane_burst_us = rate.burst * rate.lane_share * lane_interval_us
         else:
             lane_interval_us = lane_burst_us = 0.0
-        keys = [
-            ratelimit_key(account),
-            ratelimit_lane_key(account, lane),
-            ratelimit_pause_key(account),
-        ]
-        args = [
-            cost,
-            round(interval_us),
-            round(burst_us),
-            round(lane_interval_us),
-            round(lane_burst_us),
-        ]
-        allowed, wait_us = await self._gcra(keys=keys, args=args)
+        return TokenRequest(
+            keys=(
+                ratelimit_key(account),
+                ratelimit_lane_key(account, lane),
+                ratelimit_pause_key(account),
+            ),
+            args=(
+                cost,
+                round(interval_us),
+                round(burst_us),
+                round(lane_interval_us),
+                round(lane_burst_us),
+            ),
+        )
+
+    async def acquire(
+        self, account: str, rate: AccountRate, *, lane: str, cost: int = 1
+    ) -> Decision:
+        """Charge ``cost`` segments to ``account`` for ``lane`` if its limits allow it now.
+
+        Nothing is charged when the answer is no.
+        """
+        request = self.request(account, rate, lane=lane, cost=cost)
+        allowed, wait_us = await self._gcra(keys=list(request.keys), args=list(request.args))
         if int(allowed):
             return Decision(True)
         return Decision(False, retry_after_s=int(wait_us) / _US_PER_S)

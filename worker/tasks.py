@@ -18,7 +18,8 @@ import random
 import re
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task, states
+from celery.backends.redis import RedisBackend
 from celery.signals import task_rejected, task_unknown
 from redis.exceptions import RedisError
 
@@ -30,7 +31,7 @@ from worker.producer import SEND_BATCH_TASK, SEND_TASK
 from worker.rejections import record_rejected
 from worker.results import job_failure
 
-__all__ = ["SEND_BATCH_TASK", "SEND_TASK", "send", "send_batch"]
+__all__ = ["SEND_BATCH_TASK", "SEND_TASK", "send", "send_batch", "store_results"]
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _STATE_STORE_RETRY_S = 5.0
@@ -106,14 +107,70 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         )
         raise self.retry(countdown=countdown, exc=error) from None
     queue = str((self.request.delivery_info or {}).get("routing_key") or get_settings().lanes.bulk)
+    store_results(
+        [
+            (job_id, outcome.result.model_dump(mode="json"))
+            for job_id, outcome in outcomes
+            if isinstance(outcome, Finished)
+        ]
+    )
     for job_id, outcome in outcomes:
-        if isinstance(outcome, Finished):
-            app.backend.store_result(job_id, outcome.result.model_dump(mode="json"), "SUCCESS")
-        else:
+        if isinstance(outcome, RetryLater):
             # The job goes on alone: its own task, its own id, retried like any job.
             send.apply_async(
                 args=(job_id,), task_id=job_id, queue=queue, countdown=outcome.countdown_s
             )
+
+
+def store_results(results: list[tuple[str, dict[str, Any]]], celery: Celery | None = None) -> None:
+    """Store each job's final result under its own id, as ``store_result(id, result,
+    SUCCESS)`` would, but in two Redis round trips for the whole batch instead of two a job.
+
+    The record is the one Celery's Redis backend writes (same meta, same encoding, same key,
+    same expiry, same publish for waiting clients), and, as Celery does, a result already
+    recorded as ``SUCCESS`` is never overwritten. Other backends store one result at a time.
+
+    Args:
+        results: (job id, result JSON) pairs.
+        celery: The app whose result backend keeps them (this worker's by default).
+    """
+    if not results:
+        return
+    celery = celery or app
+    backend = celery.backend
+    if not isinstance(backend, RedisBackend):
+        for job_id, result in results:
+            backend.store_result(job_id, result, states.SUCCESS)
+        return
+    keys = [backend.get_key_for_task(job_id) for job_id, _ in results]
+    current = backend.ensure(backend.mget, (keys,))
+    date_done = celery.now().isoformat()
+    records: list[tuple[Any, Any]] = []
+    for (job_id, result), key, stored in zip(results, keys, current, strict=True):
+        if stored and backend.decode_result(stored).get("status") == states.SUCCESS:
+            continue
+        meta: dict[str, Any] = {
+            "status": states.SUCCESS,
+            "result": result,
+            "traceback": None,
+            "children": [],
+            "date_done": date_done,
+            "task_id": job_id,
+        }
+        records.append((key, backend.encode(meta)))
+    if records:
+        backend.ensure(_write_results, (backend, records))
+
+
+def _write_results(backend: RedisBackend, records: list[tuple[Any, Any]]) -> None:
+    # What RedisBackend.set does per key (SETEX, then PUBLISH for clients waiting on it);
+    # SET with EX is the same write without redis-py's deprecated setex.
+    expires = getattr(backend, "expires", None)
+    with backend.client.pipeline() as pipe:
+        for key, value in records:
+            pipe.set(key, value, ex=expires or None)
+            pipe.publish(key, value)
+        pipe.execute()
 
 
 @task_unknown.connect

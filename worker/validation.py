@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import get_args
 
 import phonenumbers
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 _TEL_PREFIX = "tel:"
+_CACHED_NUMBERS = 8192  # distinct (input, region, types) answers kept per process
 _SEPARATORS = frozenset("-.()")
 _NUMBER_TYPE_NAMES: frozenset[str] = frozenset(get_args(NumberType))
 
@@ -129,14 +131,27 @@ def normalize_number(
             type; ``reason`` says which.
         ValueError: ``default_region`` or a name in ``allowed_types`` is unknown.
     """
-    region = _check_region(default_region)
-    allowed = _check_types(allowed_types)
+    e164, reason = _normalized(raw, _check_region(default_region), _check_types(allowed_types))
+    if e164 is None:
+        raise InvalidRecipient(raw, reason or "not a valid number")
+    return e164
+
+
+@lru_cache(maxsize=_CACHED_NUMBERS)
+def _normalized(
+    raw: str, region: str | None, allowed: frozenset[NumberType]
+) -> tuple[str, None] | tuple[None, str]:
+    """E.164 or the refusal's reason; cached per process (bulk sends repeat the same inputs).
+
+    The answer depends only on the arguments and the phonenumbers metadata, so a cached
+    answer is the one a fresh parse would give.
+    """
     try:
         number = _parse(_clean(raw), region)
         _check_type(number, allowed)
     except _Refused as refused:
-        raise InvalidRecipient(raw, refused.reason) from None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None, refused.reason
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
 
 
 def normalize_numbers(
