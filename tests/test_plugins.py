@@ -417,3 +417,48 @@ def test_unknown_name_suggests_the_plugin(acme: ModuleType) -> None:
         load_gateway("acmee")
     assert caught.value.suggestion == "acme"
     assert str(caught.value) == "unknown gateway 'acmee'; did you mean 'acme'?"
+
+
+async def test_the_pipeline_sends_through_the_plugin(
+    fake_acme: tuple[Any, str],
+    http_session: aiohttp.ClientSession,
+    async_redis: Any,
+) -> None:
+    # Given an account of the plugin's type, and a job stored as the producer stores it
+    from config.settings import override_settings
+    from worker.accounts import SettingsAccounts
+    from worker.crypto import Cipher, generate_key
+    from worker.dispatch import Dispatcher, Finished
+    from worker.jobs import JobRecord
+    from worker.keys import job_key
+    from worker.models import ShortMessage
+
+    fake, url = fake_acme
+    account = acme_account(url, fake.api_key, sender="ACME").model_dump(mode="json")
+    account["password"] = fake.api_key
+    cipher = Cipher([generate_key()])
+    with override_settings(accounts=[account], default_account="acme-main") as settings:
+        dispatcher = Dispatcher(
+            redis=async_redis,
+            session=http_session,
+            settings=settings,
+            accounts=SettingsAccounts(settings),
+            cipher=cipher,
+        )
+        record = JobRecord.create(
+            ShortMessage(
+                message="Code {code}", access_code="246810", phone_numbers=["447400123456"]
+            ),
+            cipher,
+            lane="otp",
+        )
+        await async_redis.set(job_key(record.id), record.model_dump_json())
+        # When the pipeline dispatches it
+        outcome = await dispatcher.dispatch(record.id)
+        await dispatcher.aclose()
+    # Then the plugin carried it: the fake ACME server has the message, the result its id
+    assert isinstance(outcome, Finished)
+    (message,) = fake.messages
+    assert (message.to, message.text) == ("+447400123456", "Code 246810")
+    assert outcome.result.success and outcome.result.gateway == "acme"
+    assert outcome.result.recipients[0].provider_message_ids == [message.id]
