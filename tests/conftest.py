@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 import redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings, override_settings
 from gateways.sandbox import DEFAULT_ACCOUNTS, SandboxServer
 from tests.harness import open_test_redis
+
+# Property tests: random examples on developers' machines; in CI the same examples every run
+# (a red CI must be reproducible), and no "too slow" verdict from a busy 2-core runner.
+settings_profile = "ci" if os.environ.get("CI") else "dev"
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("dev", suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(settings_profile)
 
 
 @pytest.fixture(scope="session")
