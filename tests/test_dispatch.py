@@ -368,3 +368,29 @@ async def test_no_code_in_clear_anywhere_in_redis(
             if kind == "hash" else redis_client.dump(key)
         )  # fmt: skip
         assert CODE not in dumped, key
+
+
+async def test_a_message_problem_fails_every_recipient_with_its_reason(
+    dispatcher: Dispatcher, async_redis: Redis, cipher: Cipher, sandbox: SandboxServer
+) -> None:
+    record = await store(
+        async_redis, cipher, ShortMessage(message="Code {code}", phone_numbers=[ALICE, "12"])
+    )
+    result = await finish(dispatcher, record.id)
+    alice, refused = result.recipients
+    assert (alice.status, alice.error_class) == (DeliveryStatus.FAILED_PERMANENT, "InvalidMessage")
+    assert "placeholder but no code" in (alice.reason or "")
+    assert refused.error_class == "InvalidRecipient"
+    assert sandbox.state.messages() == []
+
+
+async def test_without_an_account_refused_recipients_are_still_reported(
+    async_redis: Redis, http_session: aiohttp.ClientSession, cipher: Cipher, sandbox: SandboxServer
+) -> None:
+    with override_settings(accounts=[vonage_account(sandbox)], default_account=None) as settings:
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
+        record = await store(
+            async_redis, cipher, ShortMessage(message="hi", phone_numbers=[ALICE, "12"])
+        )
+        result = await finish(dispatcher, record.id)
+    assert [r.error_class for r in result.recipients] == ["NoAccount", "InvalidRecipient"]

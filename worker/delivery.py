@@ -32,35 +32,18 @@ from worker.keys import parts_key
 from worker.models import DeliveryStatus
 from worker.ratelimit import GCRA_LUA, TokenRequest
 
-__all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState"]
+__all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState", "lost_part"]
 
-# KEYS[1] the job's parts hash
-# ARGV[1] part name, ARGV[2] "1" to re-send a part whose outcome was lost, ARGV[3] TTL s,
-# ARGV[4] detail JSON recorded when a lost outcome becomes unknown
-# Returns {claimed (1/0), status, attempts}
-_CLAIM = """
-local status = redis.call('HGET', KEYS[1], ARGV[1] .. ':s')
-if status == 'sending' then
-  if ARGV[2] ~= '1' then
-    redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'unknown', ARGV[1] .. ':d', ARGV[4])
-    return {0, 'unknown', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0')}
-  end
-elseif status and status ~= 'retrying' and status ~= 'queued' then
-  return {0, status, tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0')}
-end
-local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':a', 1)
-redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'sending')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {1, 'sending', attempts}
-"""
-
-# The claim above, with the part's rate-limit tokens taken in the same atomic call (one
-# round trip a part instead of two). A part that cannot be claimed costs no tokens; a part
+# Claim a part, and when the limiter's keys are given, take its rate-limit tokens in the same
+# atomic call (one round trip a part). A part that cannot be claimed costs no tokens; a part
 # refused by the limiter is not claimed.
-# KEYS[1] the job's parts hash, KEYS[2..4] the limiter's keys (account TAT, lane TAT, pause)
-# ARGV[1..4] as the claim, ARGV[5..9] as the limiter's ``take``
+# KEYS[1] the job's parts hash; optionally KEYS[2..4] the limiter's keys (account TAT, lane
+# TAT, pause)
+# ARGV[1] part name, ARGV[2] "1" to re-send a part whose outcome was lost, ARGV[3] TTL s,
+# ARGV[4] detail JSON recorded when a lost outcome becomes unknown; ARGV[5..9] the
+# limiter's ``take`` arguments when its keys are given
 # Returns {claimed (1/0), status, attempts, wait_us} (wait_us > 0: refused by the limiter).
-_CLAIM_WITH_TOKENS = (
+_CLAIM = (
     GCRA_LUA
     + """
 local status = redis.call('HGET', KEYS[1], ARGV[1] .. ':s')
@@ -72,12 +55,14 @@ if status == 'sending' then
 elseif status and status ~= 'retrying' and status ~= 'queued' then
   return {0, status, tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'), 0}
 end
-local t = redis.call('TIME')
-local wait = take(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[2], KEYS[3], KEYS[4], 5)
-if wait > 0 then
-  -- At least 1 us: a refusal must never read as "granted".
-  return {0, status or 'queued', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'),
-          math.max(1, math.ceil(wait))}
+if #KEYS > 1 then
+  local t = redis.call('TIME')
+  local wait = take(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[2], KEYS[3], KEYS[4], 5)
+  if wait > 0 then
+    -- At least 1 us: a refusal must never read as "granted".
+    return {0, status or 'queued', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'),
+            math.max(1, math.ceil(wait))}
+  end
 end
 local attempts = redis.call('HINCRBY', KEYS[1], ARGV[1] .. ':a', 1)
 redis.call('HSET', KEYS[1], ARGV[1] .. ':s', 'sending')
@@ -140,9 +125,12 @@ class PartState:
         )
 
 
-_LOST_DETAIL = PartState(
-    DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME
-).detail_json()
+def lost_part() -> PartState:
+    """The state of a part whose outcome was lost: unknown, and why."""
+    return PartState(DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME)
+
+
+_LOST_DETAIL = lost_part().detail_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +162,6 @@ class DeliveryState:
         self._key = parts_key(job_id)
         self._ttl_s = ttl_s
         self._claim = redis.register_script(_CLAIM)
-        self._claim_with_tokens = redis.register_script(_CLAIM_WITH_TOKENS)
         self._settle = redis.register_script(_SETTLE)
         # What this delivery has read and written, so the final result needs no re-read.
         self.known: dict[str, PartState] = {}
@@ -204,15 +191,11 @@ class DeliveryState:
         return states
 
     async def claim(self, part: PartRef, *, resend_uncertain: bool) -> Claim:
-        """Atomically take the part for sending, unless it is already settled."""
-        claimed, status, attempts = await self._claim(
-            keys=[self._key],
-            args=[part.name, "1" if resend_uncertain else "0", self._ttl_s, _LOST_DETAIL],
-        )
-        return self._claimed(part, Claim(bool(int(claimed)), DeliveryStatus(status), int(attempts)))
+        """Atomically take the part for sending, unless it is already settled (no tokens)."""
+        return await self.claim_with_tokens(part, None, resend_uncertain=resend_uncertain)
 
     async def claim_with_tokens(
-        self, part: PartRef, tokens: TokenRequest, *, resend_uncertain: bool
+        self, part: PartRef, tokens: TokenRequest | None, *, resend_uncertain: bool
     ) -> Claim:
         """:meth:`claim`, taking the part's rate-limit tokens in the same atomic call.
 
@@ -223,14 +206,14 @@ class DeliveryState:
         The parts hash and the limiter's keys are touched by one script, so they must live
         on one Redis server (the state store is one server, not a Redis Cluster).
         """
-        claimed, status, attempts, wait_us = await self._claim_with_tokens(
-            keys=[self._key, *tokens.keys],
+        claimed, status, attempts, wait_us = await self._claim(
+            keys=[self._key, *(tokens.keys if tokens else ())],
             args=[
                 part.name,
                 "1" if resend_uncertain else "0",
                 self._ttl_s,
                 _LOST_DETAIL,
-                *tokens.args,
+                *(tokens.args if tokens else ()),
             ],
         )
         claim = Claim(
@@ -246,12 +229,9 @@ class DeliveryState:
         if claim.claimed:
             self.known[part.name] = PartState(DeliveryStatus.SENDING, attempts=claim.attempts)
         elif claim.status == DeliveryStatus.UNKNOWN and not claim.rate_limited:
-            self.known[part.name] = PartState(
-                DeliveryStatus.UNKNOWN,
-                attempts=claim.attempts,
-                error_class="LostOutcome",
-                reason=LOST_OUTCOME,
-            )
+            lost = lost_part()
+            lost.attempts = claim.attempts
+            self.known[part.name] = lost
         return claim
 
     async def settle(self, part: PartRef, state: PartState) -> None:

@@ -35,6 +35,7 @@ from config.settings import Settings
 from gateways.base import SmsGateway
 from gateways.errors import (
     ConfigurationError,
+    InvalidMessage,
     OutcomeUnknown,
     PartiallySent,
     PermanentGatewayError,
@@ -47,7 +48,7 @@ from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
 from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
-from worker.delivery import LOST_OUTCOME, Claim, DeliveryState, PartRef, PartState
+from worker.delivery import Claim, DeliveryState, PartRef, PartState, lost_part
 from worker.jobs import JobRecord
 from worker.keys import job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
@@ -222,28 +223,28 @@ class Dispatcher:
             if message.access_code is not None
             else message
         )
+        no_account: NoAccount | None = None
         try:
             resolved = await self._accounts.resolve(record.account, record.identity_store)
         except NoAccount as error:
-            check = message.check(
-                default_region=self._settings.default_region,
-                allowed_types=self._settings.allowed_number_types,
-                max_parts=self._settings.max_parts,
-            )
-            return self._everyone_failed(record, redacted, check.recipients, error, started_at)
+            no_account = error
+        region = resolved.default_region if no_account is None else self._settings.default_region
         check = message.check(
-            default_region=resolved.default_region,
+            default_region=region,
             allowed_types=self._settings.allowed_number_types,
             max_parts=self._settings.max_parts,
         )
         rejected = [rejected_result(error) for error in check.rejected]
-        account = resolved.account
-        if check.problems:
-            reason = "; ".join(str(problem) for problem in check.problems)
-            failure = ConfigurationError(reason)
+        if no_account is not None:
             return self._everyone_failed(
-                record, redacted, check.recipients, failure, started_at, rejected, "InvalidMessage"
+                record, redacted, check.recipients, no_account, started_at, rejected
             )
+        if check.problems:
+            return self._everyone_failed(
+                record, redacted, check.recipients, InvalidMessage(check.problems), started_at,
+                rejected,
+            )  # fmt: skip
+        account = resolved.account
         try:
             gateway = self._gateway(account)
             pieces = self._pieces(message, gateway)
@@ -287,13 +288,12 @@ class Dispatcher:
         error: SmsError,
         started_at: datetime,
         rejected: list[RecipientResult] | None = None,
-        error_class: str | None = None,
     ) -> Finished:
         failed = [
             RecipientResult(
                 phone_number=recipient,
                 status=DeliveryStatus.FAILED_PERMANENT,
-                error_class=error_class or type(error).__name__,
+                error_class=type(error).__name__,
                 reason=str(error),
             )
             for recipient in recipients
@@ -374,7 +374,7 @@ class Dispatcher:
                 # A part left in flight by a crash may have reached the provider: that is
                 # unknown, not expired.
                 lost = known is not None and known.status == DeliveryStatus.SENDING
-                await job.delivery.settle(part, _lost_part() if lost else _expired_part())
+                await job.delivery.settle(part, lost_part() if lost else _expired_part())
                 return None
             claim = await self._claim(job, part, piece.counted.segments)
             if isinstance(claim, _Wait):
@@ -524,7 +524,7 @@ class Dispatcher:
                 part = PartRef(recipient, index)
                 known = states.get(part.name)
                 if known is not None and known.status == DeliveryStatus.SENDING:
-                    await job.delivery.settle(part, _lost_part())
+                    await job.delivery.settle(part, lost_part())
                     continue
                 if known is None or not known.status.is_final:
                     error_class = known.error_class if known else None
@@ -539,10 +539,6 @@ class Dispatcher:
                             else reason,
                         ),
                     )
-
-
-def _lost_part() -> PartState:
-    return PartState(DeliveryStatus.UNKNOWN, error_class="LostOutcome", reason=LOST_OUTCOME)
 
 
 def _expired_part() -> PartState:
