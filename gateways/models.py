@@ -66,6 +66,8 @@ class GatewayAccount(BaseModel):
         sender: The sender id or number messages go out from.
         proxy_*: The origin's proxy fields; see :attr:`proxy`.
         rate_per_s: The account's sending rate limit (SMS segments per second).
+        bulk_share: The bulk lane's share of ``rate_per_s`` (the global setting when unset).
+        countries: ISO 3166 regions recipients may be in (any when empty).
         options: Provider extras, validated by the adapter's ``Options`` model.
     """
 
@@ -86,7 +88,22 @@ class GatewayAccount(BaseModel):
     proxy_password: SecretStr | None = None
     proxy_description: str | None = None
     rate_per_s: float | None = Field(default=None, gt=0)
+    bulk_share: float | None = Field(default=None, gt=0, le=1)
+    countries: tuple[str, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("countries", mode="before")
+    @classmethod
+    def _regions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple | set | frozenset):
+            return value
+        regions = sorted({str(part).strip().upper() for part in value})
+        bad = [r for r in regions if len(r) != 2 or not r.isalpha()]
+        if bad:
+            raise ValueError(f"must be two-letter ISO 3166 region codes, not {', '.join(bad)}")
+        return tuple(regions)
 
     @field_validator("url")
     @classmethod

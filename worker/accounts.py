@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from config.settings import Settings
+from config.settings import IdentityStoreLink, Settings
 from gateways.errors import ConfigurationError
 from gateways.models import GatewayAccount
 
@@ -67,6 +67,26 @@ class SettingsAccounts:
     def names(self) -> list[str]:
         """The configured account names."""
         return sorted(self._accounts)
+
+    @property
+    def accounts(self) -> dict[str, GatewayAccount]:
+        """The configured accounts by name (read-only: they belong to the environment)."""
+        return dict(self._accounts)
+
+    @property
+    def stores(self) -> dict[str, IdentityStoreLink]:
+        """The configured identity stores by name."""
+        return dict(self._stores)
+
+    @property
+    def default(self) -> str | None:
+        """``SMSGW_DEFAULT_ACCOUNT``."""
+        return self._default
+
+    @property
+    def region(self) -> str | None:
+        """``SMSGW_DEFAULT_REGION``, for stores that set none."""
+        return self._region
 
     async def resolve(self, account: str | None, identity_store: str | None) -> ResolvedAccount:
         """See :meth:`AccountDirectory.resolve`."""

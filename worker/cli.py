@@ -17,6 +17,7 @@ from rich.table import Table
 
 from config.settings import get_settings
 from gateways.errors import InvalidMessage, InvalidRecipient
+from worker.cli_accounts import accounts_group, keys_rotate, stores_group
 from worker.cli_gateways import gateways_group, sandbox_command
 from worker.cli_jobs import keys_group, send_command, status_command, worker_command
 from worker.cli_output import (
@@ -149,7 +150,10 @@ def validate_command(numbers: tuple[str, ...], region: str | None, as_json: bool
         raise SystemExit(EXIT_INVALID)
 
 
+keys_group.add_command(keys_rotate)
 for _command in (
+    accounts_group,
+    stores_group,
     gateways_group,
     sandbox_command,
     worker_command,

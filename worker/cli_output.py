@@ -14,7 +14,9 @@ from rich.console import Console
 
 __all__ = [
     "EXIT_CONFIG",
+    "EXIT_CONFLICT",
     "EXIT_INVALID",
+    "EXIT_NOT_FOUND",
     "EXIT_NOT_SENT",
     "EXIT_OK",
     "EXIT_PENDING",
@@ -35,6 +37,8 @@ EXIT_PENDING = 4  # the job is still queued or in flight (``send --wait`` timed 
 EXIT_UNKNOWN_JOB = 5  # no such job: never enqueued, or its records expired
 EXIT_UNAVAILABLE = 6  # Redis (broker, result backend or state store) did not answer
 EXIT_STACK = 7  # a part of the local stack did not start or stopped on its own
+EXIT_NOT_FOUND = 5  # no such gateway account or identity store (as for jobs)
+EXIT_CONFLICT = 8  # the change conflicts with what exists (name taken, still linked, read-only)
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -48,6 +48,20 @@ class Cipher:
         """The token for ``secret`` (random each time)."""
         return self._fernet.encrypt(secret.encode()).decode("ascii")
 
+    def rotate(self, token: str) -> str:
+        """``token`` re-encrypted with the first key (it may have been made with any key).
+
+        Raises:
+            DecryptionFailed: No configured key opens ``token``.
+        """
+        try:
+            return self._fernet.rotate(token.encode()).decode("ascii")
+        except InvalidToken:
+            raise DecryptionFailed(
+                "a stored secret cannot be decrypted with any key of SMSGW_SECRET_KEY; "
+                "keep the old key after the new one until `smsgw keys rotate` has run"
+            ) from None
+
     def decrypt(self, token: str) -> str:
         """The secret behind ``token``.
 

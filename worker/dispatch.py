@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import phonenumbers
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
@@ -245,13 +246,13 @@ class Dispatcher:
                 rejected,
             )  # fmt: skip
         account = resolved.account
+        recipients, outside = _within_countries(account, check.recipients)
+        rejected += outside
         try:
             gateway = self._gateway(account)
             pieces = self._pieces(message, gateway)
         except (ConfigurationError, PermanentGatewayError) as error:
-            return self._everyone_failed(
-                record, redacted, check.recipients, error, started_at, rejected
-            )
+            return self._everyone_failed(record, redacted, recipients, error, started_at, rejected)
         job = _Job(
             record=record,
             message=message,
@@ -262,13 +263,13 @@ class Dispatcher:
             deadline=message.expiry(record.enqueued_at),
             resend_uncertain=record.lane in self._settings.resend_uncertain_lanes,
         )
-        waits = await self._send_all(job, check.recipients)
+        waits = await self._send_all(job, recipients)
         if waits:
-            retry = await self._retry_or_give_up(job, check.recipients, waits, attempt)
+            retry = await self._retry_or_give_up(job, recipients, waits, attempt)
             if retry is not None:
                 return retry
         states = job.delivery.known
-        results = [recipient_result(r, len(pieces), states) for r in check.recipients]
+        results = [recipient_result(r, len(pieces), states) for r in recipients]
         return Finished(
             summarise(
                 record,
@@ -415,7 +416,8 @@ class Dispatcher:
     def _rate(self, job: _Job) -> AccountRate:
         rate_per_s = job.account.rate_per_s or job.gateway.metadata.capabilities.default_rate_per_s
         burst = max(1.0, rate_per_s * self._settings.rate_burst_s)
-        return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=self._settings.bulk_share)
+        share = job.account.bulk_share or self._settings.bulk_share
+        return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=share)
 
     async def _send_part(
         self, job: _Job, recipient: str, index: int, piece: _Piece, part: PartRef, attempts: int
@@ -539,6 +541,31 @@ class Dispatcher:
                             else reason,
                         ),
                     )
+
+
+def _within_countries(
+    account: GatewayAccount, recipients: tuple[str, ...]
+) -> tuple[tuple[str, ...], list[RecipientResult]]:
+    """The recipients the account may send to, and a refusal for each of the others."""
+    if not account.countries:
+        return recipients, []
+    allowed: list[str] = []
+    refused: list[RecipientResult] = []
+    for recipient in recipients:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(recipient))
+        if region in account.countries:
+            allowed.append(recipient)
+            continue
+        refused.append(
+            RecipientResult(
+                phone_number=recipient,
+                status=DeliveryStatus.FAILED_PERMANENT,
+                error_class="CountryNotAllowed",
+                reason=f"a number of {region or 'no known country'}; account {account.name!r} "
+                f"sends only to {', '.join(account.countries)}",
+            )
+        )
+    return tuple(allowed), refused
 
 
 def _expired_part() -> PartState:

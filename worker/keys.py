@@ -10,6 +10,10 @@ import hashlib
 __all__ = [
     "PREFIX",
     "REJECTED_MAX",
+    "accounts_default_key",
+    "accounts_key",
+    "accounts_version_key",
+    "identity_stores_key",
     "job_key",
     "parts_key",
     "ratelimit_key",
@@ -60,3 +64,23 @@ def ratelimit_lane_key(account: str, lane: str) -> str:
 def ratelimit_pause_key(account: str) -> str:
     """Set while the provider has asked the whole account to slow down; holds the resume time."""
     return f"{PREFIX}:rl:{{{account}}}:paused"
+
+
+def accounts_key() -> str:
+    """Hash of gateway accounts: name -> JSON (password and proxy_password encrypted)."""
+    return f"{PREFIX}:accounts"
+
+
+def identity_stores_key() -> str:
+    """Hash of identity stores: name -> JSON (linked account, default region)."""
+    return f"{PREFIX}:stores"
+
+
+def accounts_default_key() -> str:
+    """The name of the default gateway account, when one is set."""
+    return f"{PREFIX}:accounts:default"
+
+
+def accounts_version_key() -> str:
+    """Bumped with every change of accounts, stores or the default (workers' caches)."""
+    return f"{PREFIX}:accounts:version"

@@ -24,7 +24,8 @@ import aiohttp
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from config.settings import Settings, get_settings
-from worker.accounts import SettingsAccounts
+from worker.account_cache import CachedAccounts
+from worker.account_store import AccountStore
 from worker.crypto import load_cipher
 from worker.dispatch import Dispatcher
 
@@ -67,12 +68,14 @@ class Runtime:
             timeout=_POOL_WAIT_S,
         )
         self.redis = Redis(connection_pool=pool)
+        cipher = load_cipher(self.settings)
         self.dispatcher = Dispatcher(
             redis=self.redis,
             session=self.session,
             settings=self.settings,
-            accounts=SettingsAccounts(self.settings),
-            cipher=load_cipher(self.settings),
+            # Stored accounts over the provisioned ones (settings); changes apply within ~1 s.
+            accounts=CachedAccounts(AccountStore(self.redis, self.settings, cipher)),
+            cipher=cipher,
         )
 
     async def _close(self) -> None:

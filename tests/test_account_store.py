@@ -1,0 +1,452 @@
+"""The account store in real Redis: CRUD, validation, encryption at rest, rotation, links,
+resolution order, delete protection, import/export and the workers' versioned cache."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from gateways.base import GENERIC_FIELDS
+from gateways.models import GatewayAccount
+from gateways.registry import gateway_names, load_gateway
+from worker.account_cache import CachedAccounts
+from worker.account_io import AccountsFile, export_document, import_document
+from worker.account_store import (
+    AccountConflict,
+    AccountNotFound,
+    AccountStore,
+    AccountUnreadable,
+    InvalidAccount,
+    SecretsNeedKey,
+)
+from worker.accounts import NoAccount
+from worker.crypto import Cipher, generate_key
+from worker.keys import accounts_key, accounts_version_key
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "acme-sms"
+PASSWORD = "Vn!secret-4471"
+PROXY_PASSWORD = "Px!secret-9902"
+KEY = generate_key()
+
+
+def vonage(name: str = "main", **changes: Any) -> GatewayAccount:
+    fields: dict[str, Any] = {
+        "name": name,
+        "gateway": "vonage",
+        "user_id": "key-1",
+        "password": PASSWORD,
+        "sender": "Acme",
+    }
+    return GatewayAccount.model_validate({**fields, **changes})
+
+
+def make_store(client: Redis, cipher: Cipher | None = None, **settings: Any) -> AccountStore:
+    return AccountStore(client, Settings.model_validate(settings), cipher)
+
+
+@pytest.fixture
+async def store(async_redis: Redis) -> AsyncIterator[AccountStore]:
+    yield make_store(async_redis, Cipher([KEY]))
+
+
+# --- CRUD ----------------------------------------------------------------------------------
+
+
+async def test_account_round_trip(store: AccountStore) -> None:
+    # Given a created account
+    created = vonage(proxy_host_name="proxy.local", proxy_password=PROXY_PASSWORD, rate_per_s=5)
+    await store.create(created)
+    # When read back, modified, and read again
+    view = await store.view()
+    assert view.account("main") == created
+    assert view.account("main").secret("proxy_password") == PROXY_PASSWORD
+    modified = await store.modify("main", {"sender": "Other", "countries": ["ie", "gb"]})
+    # Then the change is kept and everything else is as it was
+    again = (await store.view()).account("main")
+    assert again == modified
+    assert (again.sender, again.countries, again.rate_per_s) == ("Other", ("GB", "IE"), 5)
+    assert again.secret("password") == PASSWORD
+    # And delete removes it
+    assert await store.delete("main") == []
+    with pytest.raises(AccountNotFound, match="'main' does not exist"):
+        (await store.view()).account("main")
+
+
+async def test_names_are_unique_and_accounts_cannot_be_renamed(store: AccountStore) -> None:
+    await store.create(vonage())
+    with pytest.raises(AccountConflict, match="'main' already exists"):
+        await store.create(vonage(sender="Other"))
+    with pytest.raises(InvalidAccount, match="cannot be renamed"):
+        await store.modify("main", {"name": "other"})
+    with pytest.raises(AccountNotFound):
+        await store.modify("nope", {"sender": "x"})
+
+
+async def test_identity_store_round_trip(store: AccountStore) -> None:
+    await store.create(vonage())
+    await store.create(vonage("second"))
+    created = await store.create_store("corp", account="main", default_region="gb")
+    assert (created.account, created.default_region) == ("main", "GB")
+    await store.link("corp", "second")
+    assert (await store.view()).store("corp") == created.__class__("corp", "second", "GB")
+    await store.link("corp", None)
+    assert (await store.view()).linked_stores("second") == []
+    await store.delete_store("corp")
+    assert (await store.view()).stores() == []
+    with pytest.raises(AccountNotFound, match="identity store 'corp' does not exist"):
+        await store.link("corp", "main")
+    with pytest.raises(AccountNotFound, match="gateway account 'ghost'"):
+        await store.create_store("x", account="ghost")
+    with pytest.raises(InvalidAccount, match="not an ISO 3166 region"):
+        await store.create_store("y", default_region="XX")
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gateway", gateway_names())
+async def test_every_missing_required_field_is_named_at_once(
+    store: AccountStore, gateway: str
+) -> None:
+    # Given an account of a type with only its name and type
+    meta = load_gateway(gateway).metadata
+    required = meta.required_fields()
+    if not required:
+        pytest.skip(f"{gateway} requires no field")
+    # When it is created / Then one error names every required field, with the provider's name
+    with pytest.raises(InvalidAccount) as caught:
+        await store.create(GatewayAccount(name="bare", gateway=gateway))
+    message = str(caught.value)
+    for field in required:
+        assert meta.label(field) in message
+    assert [f for f in GENERIC_FIELDS if f not in required and f"{f} (" in message] == []
+    assert await store.redis.hlen(accounts_key()) == 0
+
+
+async def test_a_plugin_type_is_validated_too(
+    store: AccountStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the example plugin installed (its entry point visible to importlib.metadata)
+    acme = install_acme(tmp_path, monkeypatch)
+    # When an ACME account lacks its API key / Then it is named; with it, the account is kept
+    with pytest.raises(InvalidAccount, match=r"missing required field\(s\): password \(API key\)"):
+        await store.create(GatewayAccount(name="acme-1", gateway="acme"))
+    with pytest.raises(InvalidAccount, match=r"options\.priority"):
+        await store.create(
+            GatewayAccount(name="acme-1", gateway="acme", password="k", options={"priority": 9})
+        )
+    await store.create(GatewayAccount(name="acme-1", gateway="acme", password="k"))
+    assert (await store.view()).account("acme-1").gateway == acme.AcmeGateway.metadata.name
+
+
+def install_acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    info = tmp_path / "acme_sms-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-sms\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[smsgw.gateways]\nacme = acme_sms:AcmeGateway\n")
+    monkeypatch.syspath_prepend(str(EXAMPLE_DIR))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module("acme_sms")
+
+
+async def test_unknown_type_and_country_are_refused(store: AccountStore) -> None:
+    with pytest.raises(InvalidAccount, match="did you mean 'vonage'"):
+        await store.create(vonage(gateway="vonnage"))
+    with pytest.raises(InvalidAccount, match="unknown country code"):
+        await store.create(vonage(countries=["GB", "ZZ"]))
+
+
+# --- encryption ----------------------------------------------------------------------------
+
+
+async def test_secrets_are_encrypted_at_rest(
+    store: AccountStore, redis_client: redis.Redis
+) -> None:
+    # Given an account with a password and a proxy password
+    await store.create(vonage(proxy_host_name="p", proxy_password=PROXY_PASSWORD))
+    # Then no Redis key or value holds either in clear
+    dump = "\n".join(everything_in(redis_client))
+    assert "key-1" in dump  # the scan sees the account
+    assert PASSWORD not in dump and PROXY_PASSWORD not in dump
+    stored = json.loads(redis_client.hget(accounts_key(), "main") or "{}")
+    assert set(stored["secrets"]) == {"password", "proxy_password"}
+    assert "password" not in stored["fields"]
+
+
+def everything_in(client: redis.Redis) -> list[str]:
+    """Every key and value of the test database."""
+    found: list[str] = []
+    for key in client.scan_iter():
+        found.append(key)
+        if client.type(key) == "hash":
+            found += [item for pair in client.hgetall(key).items() for item in pair]
+        else:
+            found.append(str(client.get(key)))
+    return found
+
+
+async def test_a_wrong_key_fails_clearly(async_redis: Redis, store: AccountStore) -> None:
+    await store.create(vonage())
+    other = make_store(async_redis, Cipher([generate_key()]))
+    with pytest.raises(AccountUnreadable, match=r"'main'.*SMSGW_SECRET_KEY differs") as caught:
+        (await other.view()).account("main")
+    assert PASSWORD not in str(caught.value)
+    # And a job resolving it fails permanently with that reason (NoAccount), not a crash
+    with pytest.raises(NoAccount, match="differs"):
+        await CachedAccounts(other).resolve("main", None)
+
+
+async def test_without_a_key_secrets_are_refused_with_the_hint(async_redis: Redis) -> None:
+    keyless = make_store(async_redis, None)
+    with pytest.raises(SecretsNeedKey, match="smsgw keys generate"):
+        await keyless.create(vonage())
+    await keyless.create(GatewayAccount(name="open", gateway="webhook", url="http://x.test"))
+    assert (await keyless.view()).account("open").password is None
+
+
+async def test_rotation_re_encrypts_every_secret(async_redis: Redis, store: AccountStore) -> None:
+    # Given two accounts encrypted with the old key
+    await store.create(vonage(proxy_host_name="p", proxy_password=PROXY_PASSWORD))
+    await store.create(vonage("second"))
+    before = await async_redis.hgetall(accounts_key())
+    # When the new key is put first and the secrets rotated
+    new = generate_key()
+    rotated = await make_store(async_redis, Cipher([new, KEY])).rotate()
+    # Then every secret was re-encrypted and opens with the new key alone
+    assert rotated == 3
+    after = await async_redis.hgetall(accounts_key())
+    assert all(before[name] != after[name] for name in before)
+    view = await make_store(async_redis, Cipher([new])).view()
+    assert view.account("main").secret("proxy_password") == PROXY_PASSWORD
+    assert view.account("second").secret("password") == PASSWORD
+    # And with a key list that cannot open them, rotation changes nothing and says why
+    with pytest.raises(AccountUnreadable, match="none of the keys"):
+        await make_store(async_redis, Cipher([generate_key()])).rotate()
+    assert await async_redis.hgetall(accounts_key()) == after
+
+
+# --- default, links, resolution, delete protection -----------------------------------------
+
+
+async def test_default_links_itself_to_stores_created_after_it(store: AccountStore) -> None:
+    await store.create(vonage())
+    before = await store.create_store("early")
+    await store.set_default("main")
+    after = await store.create_store("late")
+    explicit = await store.create_store("other", account="main")
+    assert (before.account, after.account, explicit.account) == (None, "main", "main")
+    with pytest.raises(AccountNotFound):
+        await store.set_default("ghost")
+
+
+async def test_resolution_order(store: AccountStore) -> None:
+    for name in ("explicit", "linked", "fallback"):
+        await store.create(vonage(name))
+    await store.create_store("corp", account="linked", default_region="DE")
+    await store.create_store("bare")
+    view = await store.view()
+    # No default yet: the store's link, then nothing
+    assert view.resolve("explicit", "corp").account.name == "explicit"
+    resolved = view.resolve(None, "corp")
+    assert (resolved.account.name, resolved.default_region) == ("linked", "DE")
+    with pytest.raises(NoAccount, match="identity store 'bare' links no account and no default"):
+        view.resolve(None, "bare")
+    with pytest.raises(NoAccount, match="the job names none, no default is set"):
+        view.resolve(None, None)
+    with pytest.raises(NoAccount, match="identity store 'ghost' is not known"):
+        view.resolve(None, "ghost")
+    with pytest.raises(NoAccount, match="gateway account 'ghost' does not exist"):
+        view.resolve("ghost", None)
+    # With a default: it serves unlinked stores and jobs naming nothing
+    await store.set_default("fallback")
+    view = await store.view()
+    assert view.resolve(None, "bare").account.name == "fallback"
+    assert view.resolve(None, None).account.name == "fallback"
+    assert view.resolve(None, "corp").account.name == "linked"
+
+
+async def test_delete_is_refused_while_linked_and_for_the_default(store: AccountStore) -> None:
+    await store.create(vonage())
+    await store.create(vonage("spare"))
+    await store.create_store("corp", account="main")
+    await store.create_store("lab", account="main")
+    with pytest.raises(AccountConflict, match="linked to identity store\\(s\\) corp, lab"):
+        await store.delete("main", force=True)
+    await store.set_default("spare")
+    with pytest.raises(AccountConflict, match="is the default account; choose another"):
+        await store.delete("spare")
+    [warning] = await store.delete("spare", force=True)
+    assert "now fail until a default is set" in warning
+    view = await store.view()
+    assert view.default is None
+    assert "main" in view.account_names()
+
+
+async def test_provisioned_accounts_are_visible_and_read_only(async_redis: Redis) -> None:
+    provisioned = {
+        "accounts": [vonage("env-acct").model_dump(mode="json") | {"password": PASSWORD}],
+        "identity_stores": {"env-store": {"account": "env-acct"}},
+        "default_account": "env-acct",
+    }
+    store = make_store(async_redis, Cipher([KEY]), **provisioned)
+    view = await store.view()
+    assert view.account_names() == {"env-acct": "environment"}
+    assert view.resolve(None, None).account.name == "env-acct"
+    with pytest.raises(AccountConflict, match="already exists \\(environment\\)"):
+        await store.create(vonage("env-acct"))
+    with pytest.raises(AccountConflict, match="change the environment instead"):
+        await store.modify("env-acct", {"sender": "x"})
+    with pytest.raises(AccountConflict, match="change the environment instead"):
+        await store.delete("env-acct")
+    with pytest.raises(AccountConflict, match="read-only"):
+        await store.link("env-store", None)
+    # A stored default wins over SMSGW_DEFAULT_ACCOUNT, and stores may link either kind
+    await store.create(vonage("stored"))
+    await store.set_default("stored")
+    assert (await store.view()).resolve(None, None).account.name == "stored"
+    assert (await store.create_store("mixed", account="env-acct")).account == "env-acct"
+
+
+# --- import / export -----------------------------------------------------------------------
+
+
+def example_document() -> AccountsFile:
+    return AccountsFile.model_validate(
+        {
+            "default": "main",
+            "accounts": [
+                {
+                    "name": "main",
+                    "gateway": "vonage",
+                    "user_id": "key-1",
+                    "password": "${TEST_MAIN_PASSWORD}",
+                    "sender": "Acme",
+                    "countries": ["GB"],
+                    "bulk_share": 0.5,
+                },
+                {
+                    "name": "proxied",
+                    "gateway": "twilio",
+                    "account_id": "AC" + "1" * 32,
+                    "password": "${TEST_TWILIO_TOKEN}",
+                    "sender": "+15005550006",
+                    "proxy_host_name": "proxy.local",
+                    "proxy_password": "${TEST_PROXY_PASSWORD}",
+                },
+            ],
+            "identity_stores": [
+                {"name": "corp", "account": "proxied", "default_region": "GB"},
+                {"name": "lab"},
+            ],
+        }
+    )
+
+
+ENVIRON = {
+    "TEST_MAIN_PASSWORD": PASSWORD,
+    "TEST_TWILIO_TOKEN": "tw-token-5521",
+    "TEST_PROXY_PASSWORD": PROXY_PASSWORD,
+}
+
+
+async def test_import_is_idempotent_and_export_round_trips(
+    async_redis: Redis, store: AccountStore
+) -> None:
+    # Given a file with references to the environment
+    first = await import_document(store, example_document(), ENVIRON)
+    assert first.accounts == {"main": "created", "proxied": "created"}
+    assert first.stores == {"corp": "created", "lab": "created"}
+    assert first.default == "created"
+    # When imported again / Then nothing changes, and the version did not move
+    version = await store.version()
+    again = await import_document(store, example_document(), ENVIRON)
+    assert not again.changed
+    assert set(again.accounts.values()) == set(again.stores.values()) == {"unchanged"}
+    assert await store.version() == version
+    # When exported / Then no secret is in clear: each is a reference
+    exported = export_document(await store.view())
+    text = json.dumps(exported)
+    assert PASSWORD not in text and PROXY_PASSWORD not in text and "tw-token-5521" not in text
+    assert exported["accounts"][0]["password"] == "${SMSGW_ACCOUNT_MAIN_PASSWORD}"
+    assert exported["accounts"][1]["proxy_password"] == "${SMSGW_ACCOUNT_PROXIED_PROXY_PASSWORD}"
+    # And importing the export into an empty store, with those variables set, restores it
+    before = await store.view()
+    await async_redis.flushdb()
+    restored_env = {
+        "SMSGW_ACCOUNT_MAIN_PASSWORD": PASSWORD,
+        "SMSGW_ACCOUNT_PROXIED_PASSWORD": "tw-token-5521",
+        "SMSGW_ACCOUNT_PROXIED_PROXY_PASSWORD": PROXY_PASSWORD,
+    }
+    await import_document(store, AccountsFile.model_validate(exported), restored_env)
+    after = await store.view()
+    assert {n: after.account(n) for n in after.account_names()} == {
+        n: before.account(n) for n in before.account_names()
+    }
+    assert after.stores() == before.stores()
+    assert after.default == "main"
+    without = export_document(after, omit_secrets=True)
+    assert all("password" not in a and "proxy_password" not in a for a in without["accounts"])
+
+
+async def test_import_with_a_missing_variable_names_it_and_writes_nothing(
+    store: AccountStore,
+) -> None:
+    environ = {k: v for k, v in ENVIRON.items() if k != "TEST_PROXY_PASSWORD"}
+    with pytest.raises(
+        InvalidAccount,
+        match="account 'proxied', field proxy_password: environment variable "
+        "TEST_PROXY_PASSWORD is not set",
+    ):
+        await import_document(store, example_document(), environ)
+    assert (await store.view()).account_names() == {}
+
+
+async def test_import_refuses_links_to_unknown_accounts(store: AccountStore) -> None:
+    document = AccountsFile.model_validate({"identity_stores": [{"name": "x", "account": "nope"}]})
+    with pytest.raises(AccountNotFound, match="identity store 'x': gateway account 'nope'"):
+        await import_document(store, document, {})
+
+
+# --- the workers' cache --------------------------------------------------------------------
+
+
+async def test_cache_rechecks_the_version_at_most_every_refresh(store: AccountStore) -> None:
+    # Given a cache with a clock the test moves
+    now = [0.0]
+    cache = CachedAccounts(store, refresh_s=1.0, clock=lambda: now[0])
+    await store.create(vonage())
+    assert (await cache.resolve("main", None)).account.sender == "Acme"
+    # When the account changes / Then the old view is used until the refresh interval passed
+    await store.modify("main", {"sender": "Changed"})
+    now[0] = 0.5
+    assert (await cache.resolve("main", None)).account.sender == "Acme"
+    now[0] = 1.6
+    assert (await cache.resolve("main", None)).account.sender == "Changed"
+    # And without a change, later checks read only the version, never the snapshot again
+    reloads = cache.reloads
+    for step in range(2, 6):
+        now[0] = step * 1.1
+        await cache.resolve("main", None)
+    assert cache.reloads == reloads == 2
+
+
+async def test_every_change_bumps_the_version(store: AccountStore, async_redis: Redis) -> None:
+    await store.create(vonage())
+    versions = [await async_redis.get(accounts_version_key())]
+    await store.set_default("main")
+    versions.append(await async_redis.get(accounts_version_key()))
+    await store.create_store("corp")
+    versions.append(await async_redis.get(accounts_version_key()))
+    await store.modify("main", {"sender": "x"})
+    versions.append(await async_redis.get(accounts_version_key()))
+    numbers = [int(v) for v in versions]
+    assert numbers == sorted(set(numbers)) and numbers[-1] - numbers[0] == 3
