@@ -450,3 +450,16 @@ async def test_every_change_bumps_the_version(store: AccountStore, async_redis: 
     versions.append(await async_redis.get(accounts_version_key()))
     numbers = [int(v) for v in versions]
     assert numbers == sorted(set(numbers)) and numbers[-1] - numbers[0] == 3
+
+
+async def test_a_miss_rechecks_at_once_before_failing(store: AccountStore) -> None:
+    # Given a cache that has just read the (empty) store
+    cache = CachedAccounts(store, refresh_s=3600)
+    with pytest.raises(NoAccount):
+        await cache.resolve("main", None)
+    # When the account is created a moment later / Then the next job finds it at once
+    await store.create(vonage())
+    assert (await cache.resolve("main", None)).account.name == "main"
+    # And a job naming a store that exists nowhere still fails, after one re-check
+    with pytest.raises(NoAccount, match="identity store 'ghost' is not known"):
+        await cache.resolve(None, "ghost")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -12,7 +13,10 @@ import redis
 from redis.asyncio import Redis
 
 from config.settings import Settings, override_settings
+from gateways.models import GatewayAccount
 from gateways.sandbox import Faults, SandboxAccount, SandboxServer
+from worker.account_cache import CachedAccounts
+from worker.account_store import AccountStore
 from worker.accounts import SettingsAccounts
 from worker.crypto import Cipher, generate_key
 from worker.delivery import DeliveryState, PartRef
@@ -394,3 +398,45 @@ async def test_without_an_account_refused_recipients_are_still_reported(
         )
         result = await finish(dispatcher, record.id)
     assert [r.error_class for r in result.recipients] == ["NoAccount", "InvalidRecipient"]
+
+
+# --- accounts from the account store ---------------------------------------------------------
+
+
+async def test_a_stored_accounts_countries_and_bulk_share_apply(
+    async_redis: Redis, http_session: aiohttp.ClientSession, sandbox: SandboxServer, cipher: Cipher
+) -> None:
+    # Given a stored default account that may send to Great Britain only, bulk at 10 %
+    with override_settings(retry_base_s=0.5, max_inline_wait_s=0.5) as settings:
+        accounts = AccountStore(async_redis, settings, cipher)
+        fields = vonage_account(sandbox, name="gb-only", countries=["GB"], bulk_share=0.1)
+        await accounts.create(GatewayAccount.model_validate(fields))
+        await accounts.set_default("gb-only")
+        dispatcher = Dispatcher(
+            redis=async_redis,
+            session=http_session,
+            settings=settings,
+            accounts=CachedAccounts(accounts),
+            cipher=cipher,
+        )
+        # When a job goes to a British and a German number
+        german = "+4915123456789"
+        record = await store(
+            async_redis, cipher, ShortMessage(message="hello", phone_numbers=[ALICE, german])
+        )
+        result = await finish(dispatcher, record.id)
+    # Then only the British number was sent; the German one is refused with the reason
+    assert [m.to for m in sandbox.state.messages(provider="vonage")] == [ALICE.lstrip("+")]
+    by_number = {r.phone_number: r for r in result.recipients}
+    assert by_number[ALICE].status == DeliveryStatus.SENT
+    refused = by_number[german]
+    assert refused.status == DeliveryStatus.FAILED_PERMANENT
+    assert refused.error_class == "CountryNotAllowed"
+    assert refused.reason == "a number of DE; account 'gb-only' sends only to GB"
+    assert result.account == "gb-only"
+    # And the bulk lane's share of the account's rate is the account's own, not the setting
+    account = (await accounts.view()).account("gb-only")
+    job = SimpleNamespace(account=account, gateway=dispatcher._gateway(account))
+    assert dispatcher._rate(job).lane_share == 0.1  # type: ignore[arg-type]
+    assert settings.bulk_share != 0.1
+    await dispatcher.aclose()

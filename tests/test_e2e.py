@@ -8,6 +8,7 @@ every task of the module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -16,16 +17,20 @@ import re
 import time
 import uuid
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
+from gateways.models import GatewayAccount
 from gateways.sandbox import Faults
 from gateways.sandbox.state import InboxMessage
 from tests import celery_harness
 from tests.celery_harness import (
     BROKER_DB,
     MAIN_ACCOUNT,
+    MAIN_KEY,
     MAIN_PASSWORD,
     RESULT_DB,
     SENDER,
@@ -35,7 +40,11 @@ from tests.celery_harness import (
     E2EStack,
     wait_for,
 )
+from worker.account_store import AccountStore
+from worker.crypto import Cipher
 from worker.models import ShortMessage
+
+T = TypeVar("T")
 
 # The harness's fixtures, bound here so pytest finds them for this module.
 e2e_redis = celery_harness.e2e_redis
@@ -418,6 +427,58 @@ def test_garbage_on_a_queue_is_recorded_and_the_worker_keeps_running(e2e: E2ESta
     assert e2e.result(job_id)["success"] is True
     rejected = e2e.state.lrange("sms:rejected", 0, -1)
     assert len(rejected) == len(garbage), rejected
+
+
+# --- accounts from the account store ------------------------------------------------------
+
+
+def change_accounts(e2e: E2EStack, work: Callable[[AccountStore], Awaitable[T]]) -> T:
+    """Run ``work`` against the account store the worker reads (as ``smsgw accounts`` does)."""
+    assert e2e.settings.secret_key is not None
+    cipher = Cipher([e2e.settings.secret_key.get_secret_value()])
+
+    async def main() -> T:
+        client = AsyncRedis.from_url(e2e.redis_server.url(STATE_DB), decode_responses=True)
+        try:
+            return await work(AccountStore(client, e2e.settings, cipher))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_a_modified_account_is_used_without_a_restart(e2e: E2EStack) -> None:
+    # Given a stored account linked to an identity store, and a running worker
+    assert e2e.worker.process is not None
+    pid = e2e.worker.process.pid
+    stored = GatewayAccount(
+        name="stored", gateway="vonage", url=e2e.sandbox.url, user_id=MAIN_KEY,
+        password=MAIN_PASSWORD, sender="first",
+    )  # fmt: skip
+
+    async def create(store: AccountStore) -> None:
+        await store.create(stored)
+        await store.create_store("tenant", account="stored")
+
+    change_accounts(e2e, create)
+    message = ShortMessage(message="Code {code}", access_code=CODE, phone_numbers=[NUMBERS[52]])
+    first = e2e.result(e2e.producer.enqueue(message, lane="otp", identity_store="tenant"))
+    assert (first["success"], first["account"]) == (True, "stored"), first
+
+    # When the account's sender is modified
+    async def modify(store: AccountStore) -> None:
+        await store.modify("stored", {"sender": "second"})
+
+    change_accounts(e2e, modify)
+    time.sleep(1.2)  # the worker re-checks the store's version at most every second
+    second = e2e.result(e2e.producer.enqueue(message, lane="otp", identity_store="tenant"))
+
+    # Then the same worker process sent through the modified account
+    assert second["success"] is True, second
+    assert [m.sender for m in inbox(e2e)] == ["first", "second"]
+    assert e2e.worker.running and e2e.worker.process.pid == pid
+    # And the stored password is nowhere in Redis in clear
+    assert_no_secrets_in_redis(e2e, must_find="stored")
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from worker.account_store import (
     AccountConflict,
     AccountNotFound,
     AccountStore,
+    AccountUnreadable,
     AccountView,
     IdentityStore,
     InvalidAccount,
@@ -119,6 +120,8 @@ def _with_store(work: Callable[[AccountStore], Awaitable[T]]) -> T:
 def _exits() -> Iterator[None]:
     try:
         yield
+    except AccountUnreadable as error:  # a key problem, not a missing account
+        _fail(error, EXIT_CONFIG)
     except (AccountNotFound, NoAccount) as error:
         _fail(error, EXIT_NOT_FOUND)
     except AccountConflict as error:
@@ -331,10 +334,8 @@ def accounts_show(name: str, as_json: bool) -> None:
         view = await store.view()
         if view.source(name) is None:
             raise AccountNotFound(f"gateway account {name!r} does not exist")
-        row = _account_row(view, name, settings)
-        if "error" in row:
-            raise NoAccount(row["error"])
-        return row
+        view.account(name)  # a key that cannot open its secrets: say so (exit 3)
+        return _account_row(view, name, settings)
 
     row = _with_store(work)
     if as_json:
@@ -486,7 +487,7 @@ def accounts_test(name: str, to: str | None, checks: tuple[str, ...], as_json: b
             recipient = normalize_number(to, None, settings.allowed_number_types)
         except InvalidRecipient as error:
             raise click.BadParameter(
-                f"{error.reason} (give it in international format, e.g. +447700900123)",
+                f"{error.reason} (give it in international format, e.g. +447911123456)",
                 param_hint="--to",
             ) from None
         chosen.append("send")
