@@ -123,8 +123,9 @@ class Settings(BaseSettings):
     provider_timeout_s: float = Field(default=15.0, gt=0, description="one provider call")
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
 
-    # Gateway accounts until the account store exists: raw mappings, validated by the
-    # gateway adapters (config never imports gateways).
+    # Provisioned gateway accounts, read-only beside those managed with `smsgw accounts`
+    # (kept in the state store): raw mappings, validated by the gateway adapters (config
+    # never imports gateways).
     accounts: list[dict[str, Any]] = Field(default_factory=list, repr=False)
     default_account: str | None = None
     identity_stores: dict[str, IdentityStoreLink] = Field(default_factory=dict)

@@ -1,10 +1,11 @@
 """Which gateway account a job goes through.
 
 Resolution order, as in the origin: the account the job names, else the account linked to
-the job's identity store, else the default account. The directory here reads accounts from
-settings (``SMSGW_ACCOUNTS``, ``SMSGW_DEFAULT_ACCOUNT``, ``SMSGW_IDENTITY_STORES``); the
-account store that manages them in Redis (create, link, test, delete) keeps the same
-:class:`AccountDirectory` interface.
+the job's identity store, else the default account. :class:`SettingsAccounts` reads the
+*provisioned* accounts from settings (``SMSGW_ACCOUNTS``, ``SMSGW_DEFAULT_ACCOUNT``,
+``SMSGW_IDENTITY_STORES``). The account store in Redis (:mod:`worker.account_store`) manages
+the rest and layers them over these; workers resolve through its cache
+(:mod:`worker.account_cache`), which implements the same :class:`AccountDirectory`.
 """
 
 from __future__ import annotations
