@@ -266,3 +266,35 @@ def test_keys_generate_prints_a_fernet_key_and_how_to_use_it() -> None:
     Fernet(key.encode())  # raises unless it is a valid key
     assert "SMSGW_SECRET_KEY" in result.stderr
     assert key not in result.stderr
+
+
+def test_stored_accounts_and_stores_serve_the_running_worker(
+    pipeline: Pipeline, inbox: SandboxServer
+) -> None:
+    # Given an account and an identity store made with the CLI, while the worker runs
+    vonage = next(a for a in sandbox_gateway_accounts(inbox.url) if a["gateway"] == "vonage")
+    created = pipeline.run(
+        "accounts", "create", "tenant-vonage", "--gateway", "vonage", "--url", inbox.url,
+        "--user-id", vonage["user_id"], "--sender", "Tenant", "--password-stdin",
+        stdin=vonage["password"] + "\n",
+    )  # fmt: skip
+    assert created.returncode == EXIT_OK, created.stderr
+    store = pipeline.run(
+        "stores", "create", "tenant", "--account", "tenant-vonage", "--region", "GB"
+    )
+    assert store.returncode == EXIT_OK, store.stderr
+    listed = pipeline.run("accounts", "list", "--json")
+    sources = {row["name"]: row["source"] for row in json.loads(listed.stdout)}
+    assert sources["tenant-vonage"] == "stored"
+    assert sources[DEFAULT_SANDBOX_ACCOUNT] == "environment"
+    # When a job for the store gives a national number
+    sent = pipeline.run(
+        "send", "07400 123456", "--store", "tenant", "--message", "Reset done", "--wait", "--json"
+    )
+    # Then the store's region read it, and the stored account sent it
+    assert sent.returncode == EXIT_OK, sent.stdout + sent.stderr
+    result = json.loads(sent.stdout)["result"]
+    assert result["account"] == "tenant-vonage"
+    assert result["recipients"][0]["phone_number"] == "+447400123456"
+    assert [m.sender for m in inbox.state.messages(to="447400123456")] == ["Tenant"]
+    assert vonage["password"] not in created.stdout + created.stderr + listed.stdout

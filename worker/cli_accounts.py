@@ -56,7 +56,7 @@ from worker.cli_output import (
 from worker.crypto import Cipher, load_cipher
 from worker.validation import normalize_number
 
-__all__ = ["accounts_group", "keys_rotate", "stores_group"]
+__all__ = ["accounts_group", "keys_rotate", "stored_store_region", "stores_group"]
 
 T = TypeVar("T")
 MASK = "********"
@@ -270,6 +270,32 @@ def _prompt_missing_password(fields: dict[str, Any], settings: Settings) -> None
         return
     if meta.password_required:
         fields["password"] = click.prompt(meta.label("password"), hide_input=True)
+
+
+def stored_store_region(settings: Settings, identity_store: str) -> str | None:
+    """The default region of a stored identity store, for checking numbers before enqueueing.
+
+    ``None`` when the store is unknown or the state store does not answer: the worker, which
+    resolves the store itself, has the last word.
+    """
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def main() -> str | None:
+        client: Redis = Redis.from_url(
+            settings.state_redis_url.get_secret_value(), decode_responses=True
+        )
+        try:
+            found = (await AccountStore(client, settings, None).snapshot()).stores
+        finally:
+            await client.aclose()
+        link = found.get(identity_store)
+        return link.default_region if link else None
+
+    try:
+        return asyncio.run(main())
+    except (RedisError, ConnectionError, TimeoutError):
+        return None
 
 
 # --- accounts -------------------------------------------------------------------------------

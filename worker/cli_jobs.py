@@ -98,8 +98,14 @@ def _read_code(code: str | None) -> str | None:
     return line.rstrip("\r\n")
 
 
-def _region_for(settings: Settings, identity_store: str | None) -> str | None:
+def _region_for(
+    settings: Settings, identity_store: str | None, *, stored: bool = False
+) -> str | None:
     link = settings.identity_stores.get(identity_store) if identity_store else None
+    if identity_store and link is None and stored:  # a store kept by `smsgw stores`
+        from worker.cli_accounts import stored_store_region
+
+        return stored_store_region(settings, identity_store) or settings.default_region
     return (link.default_region if link else None) or settings.default_region
 
 
@@ -121,7 +127,7 @@ def _checked_message(
             err.print(f"[red]{'.'.join(map(str, detail['loc']))}: {detail['msg']}[/red]")
         raise SystemExit(EXIT_INVALID) from None
     check = message.check(
-        default_region=_region_for(settings, identity_store),
+        default_region=_region_for(settings, identity_store, stored=True),
         allowed_types=settings.allowed_number_types,
         max_parts=settings.max_parts,
     )
