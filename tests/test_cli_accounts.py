@@ -174,6 +174,12 @@ def test_default_stores_links_and_delete_protection(cli: Settings, sandbox: Sand
     shown = json.loads(run("stores", "show", "corp", "--json").stdout)
     assert shown["resolves_to"] is None
     assert "links no account and no default is set" in shown["problem"]
+    region = run("stores", "region", "corp", "de", "--json")
+    assert json.loads(region.stdout)["default_region"] == "DE"
+    unknown = run("stores", "region", "corp", "XX")
+    assert unknown.exit_code == EXIT_INVALID and "not an ISO 3166 region" in unknown.stderr
+    assert run("stores", "region", "corp", "--clear").exit_code == EXIT_OK
+    assert json.loads(run("stores", "show", "corp", "--json").stdout)["default_region"] is None
     assert run("stores", "delete", "corp").exit_code == EXIT_OK
     assert json.loads(run("stores", "list", "--json").stdout) == []
 
@@ -211,6 +217,11 @@ def test_a_real_test_message_is_sent_and_the_answer_reported(
     bad = run("accounts", "test", "main", "--to", "12345")
     assert bad.exit_code == 2
     assert "international format" in bad.output
+    # An account limited to other countries refuses the test recipient before sending
+    assert run("accounts", "modify", "main", "--countries", "DE").exit_code == EXIT_OK
+    outside = run("accounts", "test", "main", "--to", TO)
+    assert outside.exit_code == 2
+    assert "a number of GB; account 'main' sends only to DE" in outside.output
     assert len(sandbox.state.messages(provider="vonage")) == 1
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import phonenumbers
 import yaml
 from rich.markup import escape
 from rich.table import Table
@@ -522,6 +523,14 @@ def accounts_test(name: str, to: str | None, checks: tuple[str, ...], as_json: b
 
     async def work(store: AccountStore) -> list[CheckRow]:
         account = (await store.view()).account(name)
+        if recipient is not None and account.countries:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(recipient))
+            if region not in account.countries:  # as jobs are refused: before sending
+                raise click.BadParameter(
+                    f"a number of {region or 'no known country'}; account {name!r} sends only "
+                    f"to {', '.join(account.countries)}",
+                    param_hint="--to",
+                )
         return await run_checks(account, settings, chosen, to=recipient)
 
     rows = _with_store(work)
@@ -709,6 +718,24 @@ def stores_link(name: str, account: str, region: str | None, as_json: bool) -> N
 
     linked = _with_store(work)
     _done(as_json, _store_json(linked), f"identity store {name!r} now uses account {account!r}")
+
+
+@stores_group.command("region")
+@click.argument("name")
+@click.argument("region", required=False)
+@click.option("--clear", is_flag=True, help="Clear it (SMSGW_DEFAULT_REGION applies).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def stores_region(name: str, region: str | None, clear: bool, as_json: bool) -> None:
+    """Set identity store NAME's default REGION for national numbers (e.g. GB)."""
+    if bool(region) == clear:
+        raise click.UsageError("give REGION or --clear")
+
+    async def work(store: AccountStore) -> IdentityStore:
+        return await store.set_region(name, None if clear else region)
+
+    changed = _with_store(work)
+    shown = changed.default_region or "(none: SMSGW_DEFAULT_REGION applies)"
+    _done(as_json, _store_json(changed), f"identity store {name!r}: default region {shown}")
 
 
 @stores_group.command("unlink")
