@@ -3,6 +3,7 @@ resolution order, delete protection, import/export and the workers' versioned ca
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 from collections.abc import AsyncIterator
@@ -463,3 +464,31 @@ async def test_a_miss_rechecks_at_once_before_failing(store: AccountStore) -> No
     # And a job naming a store that exists nowhere still fails, after one re-check
     with pytest.raises(NoAccount, match="identity store 'ghost' is not known"):
         await cache.resolve(None, "ghost")
+
+
+async def test_concurrent_delete_and_link_never_leave_a_dangling_link(
+    store: AccountStore,
+) -> None:
+    # Given, round after round, an account that one operator deletes while another links a
+    # new identity store to it, at the same moment
+    outcomes = set()
+    for round_ in range(30):
+        await store.create(vonage("contested"))
+        deleted, linked = await asyncio.gather(
+            store.delete("contested"),
+            store.create_store(f"s{round_}", account="contested"),
+            return_exceptions=True,
+        )
+        view = await store.view()
+        exists = "contested" in view.account_names()
+        link = view.store(f"s{round_}")
+        # Then exactly one of them won, and no store links to a missing account
+        if exists:
+            assert isinstance(deleted, AccountConflict) and link is not None
+            await store.delete_store(f"s{round_}")
+            await store.delete("contested")
+            outcomes.add("linked first")
+        else:
+            assert deleted == [] and isinstance(linked, AccountNotFound) and link is None
+            outcomes.add("deleted first")
+    assert outcomes  # the rounds ran; which order won depends on scheduling

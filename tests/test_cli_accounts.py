@@ -301,6 +301,7 @@ def test_import_export_round_trip_through_the_cli(
     for secret in env.values():
         assert secret not in exported.output
     document: dict[str, Any] = yaml.safe_load(exported.stdout)
+    assert json.loads(run("accounts", "export", "--json").stdout) == document
     assert len(document["accounts"]) == len(report["accounts"])
     # And the export re-imports into an empty store with those variables set
     before = json.loads(run("accounts", "list", "--json").stdout)

@@ -12,6 +12,7 @@ still linked, read-only, the default).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -581,14 +582,18 @@ def accounts_import(path: Path, as_json: bool) -> None:
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Write to this file [stdout].",
 )  # fmt: skip
-def accounts_export(omit_secrets: bool, output: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML (same content).")
+def accounts_export(omit_secrets: bool, output: Path | None, as_json: bool) -> None:
     """Write stored accounts, stores and the default as YAML; never a secret in clear."""
 
     async def work(store: AccountStore) -> dict[str, Any]:
         return export_document(await store.view(), omit_secrets=omit_secrets)
 
     document = _with_store(work)
-    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    if as_json:
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
     if output is None:
         click.echo(text, nl=False)
     else:
