@@ -18,7 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import phonenumbers
@@ -134,7 +134,7 @@ def _exits() -> Iterator[None]:
         _fail(error, EXIT_CONFIG)
 
 
-def _fail(error: Exception, code: int) -> None:
+def _fail(error: Exception, code: int) -> NoReturn:
     stderr_console().print(f"[red]{escape(str(error))}[/red]")
     raise SystemExit(code) from None
 
