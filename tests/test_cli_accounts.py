@@ -23,8 +23,10 @@ from worker.cli_output import (
     EXIT_NOT_FOUND,
     EXIT_OK,
 )
-from worker.crypto import generate_key
-from worker.keys import accounts_key
+from worker.crypto import Cipher, generate_key
+from worker.jobs import JobRecord
+from worker.keys import accounts_key, job_key
+from worker.models import ShortMessage
 
 SANDBOX_SECRET = "sandbox-secret"  # the sandbox's documented Vonage password
 WRONG_SECRET = "Wrong!secret-3310"
@@ -344,10 +346,15 @@ def test_keys_rotate_re_encrypts_and_the_old_key_can_go(
     with override_settings(state_redis_url=redis_url, secret_key=old):
         assert create_vonage(sandbox).exit_code == EXIT_OK
     token = redis_client.hget(accounts_key(), "main")
+    message = ShortMessage(message="Code {code}", access_code="4711", phone_numbers=[TO])
+    job = JobRecord.create(message, Cipher([old]), lane="otp")
+    redis_client.set(job_key(job.id), job.model_dump_json(), ex=600)
     with override_settings(state_redis_url=redis_url, secret_key=f"{new},{old}"):
         rotated = run("keys", "rotate", "--json")
     assert rotated.exit_code == EXIT_OK, rotated.output
-    assert json.loads(rotated.stdout) == {"rotated": 1}
+    assert json.loads(rotated.stdout) == {"rotated": 1, "jobs_rotated": 1, "jobs_unreadable": 0}
+    stored_job = JobRecord.model_validate_json(redis_client.get(job_key(job.id)) or "")
+    assert stored_job.short_message(Cipher([new])).access_code is not None
     assert redis_client.hget(accounts_key(), "main") != token
     with override_settings(state_redis_url=redis_url, secret_key=new):
         assert run("accounts", "test", "main", "--credentials").exit_code == EXIT_OK

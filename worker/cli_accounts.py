@@ -762,15 +762,28 @@ def stores_unlink(name: str, as_json: bool) -> None:
 @click.command("rotate")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def keys_rotate(as_json: bool) -> None:
-    """Re-encrypt every stored account secret with the first key of SMSGW_SECRET_KEY.
+    """Re-encrypt every stored secret with the first key of SMSGW_SECRET_KEY.
 
-    Rotation: put the new key first (SMSGW_SECRET_KEY=new,old) everywhere, run this, then
-    drop the old key once stored jobs made before have expired (SMSGW_JOB_TTL_S).
+    Account secrets and the access codes of stored jobs. Rotation: put the new key first
+    (SMSGW_SECRET_KEY=new,old) on every producer, worker and operator, run this, then drop
+    the old key.
     """
+    from worker.rotation import JobRotation, rotate_job_codes
 
-    async def work(store: AccountStore) -> int:
-        return await store.rotate()
+    async def work(store: AccountStore) -> tuple[int, JobRotation]:
+        accounts = await store.rotate()  # refuses without a key, names an unreadable account
+        assert store.cipher is not None
+        return accounts, await rotate_job_codes(store.redis, store.cipher)
 
-    count = _with_store(work)
-    _done(as_json, {"rotated": count},
-          f"re-encrypted {count} account secret(s) with the first key")  # fmt: skip
+    accounts, jobs = _with_store(work)
+    if jobs.unreadable:
+        stderr_console().print(
+            f"[yellow]warning: {jobs.unreadable} stored job(s) have an access code that opens "
+            "with none of the keys; they were left as they are and fail when dispatched[/yellow]"
+        )
+    _done(
+        as_json,
+        {"rotated": accounts, "jobs_rotated": jobs.rotated, "jobs_unreadable": jobs.unreadable},
+        f"re-encrypted {accounts} account secret(s) and {jobs.rotated} stored job code(s) "
+        "with the first key",
+    )

@@ -442,7 +442,7 @@ def _print_live(live: dict[str, Any]) -> None:
 
 @click.group("keys")
 def keys_group() -> None:
-    """Encryption keys for access codes at rest."""
+    """Encryption keys for access codes and account secrets at rest."""
 
 
 @keys_group.command("generate")
