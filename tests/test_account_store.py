@@ -492,3 +492,20 @@ async def test_concurrent_delete_and_link_never_leave_a_dangling_link(
             assert deleted == [] and isinstance(linked, AccountNotFound) and link is None
             outcomes.add("deleted first")
     assert outcomes  # the rounds ran; which order won depends on scheduling
+
+
+async def test_import_names_typos_and_warns_about_secrets_in_clear(store: AccountStore) -> None:
+    typo = AccountsFile.model_validate(
+        {"accounts": [{"name": "main", "gateway": "vonage", "user_id": "k", "pasword": "x"}]}
+    )
+    with pytest.raises(InvalidAccount, match="account 'main': unknown field\\(s\\) pasword"):
+        await import_document(store, typo, {})
+    clear = AccountsFile.model_validate(
+        {"accounts": [vonage().model_dump(mode="json") | {"password": PASSWORD}]}
+    )
+    report = await import_document(store, clear, {})
+    assert report.accounts == {"main": "created"}
+    [warning] = report.warnings
+    assert "password is written in clear" in warning
+    assert "${SMSGW_ACCOUNT_MAIN_PASSWORD}" in warning
+    assert PASSWORD not in warning

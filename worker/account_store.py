@@ -144,8 +144,16 @@ def build_account(fields: dict[str, Any]) -> GatewayAccount:
     """A :class:`GatewayAccount` from plain fields, with an error naming each bad field.
 
     Raises:
-        InvalidAccount: A field has the wrong type or value (the value is never shown).
+        InvalidAccount: An unknown field (a typo would otherwise be dropped silently), or a
+            field with the wrong type or value (the value is never shown).
     """
+    unknown = sorted(set(fields) - set(GatewayAccount.model_fields))
+    if unknown:
+        name = fields.get("name") or "(unnamed)"
+        raise InvalidAccount(
+            f"account {name!r}: unknown field(s) {', '.join(unknown)}; the fields are "
+            f"{', '.join(GatewayAccount.model_fields)}"
+        )
     try:
         return GatewayAccount.model_validate(fields)
     except ValidationError as error:
