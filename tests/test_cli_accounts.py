@@ -362,3 +362,18 @@ def test_keys_rotate_re_encrypts_and_the_old_key_can_go(
         wrong = run("accounts", "show", "main")
     assert wrong.exit_code == EXIT_CONFIG
     assert "SMSGW_SECRET_KEY differs" in wrong.stderr
+
+
+def test_provider_options_are_validated_by_the_type(cli: Settings) -> None:
+    base = (
+        "accounts", "create", "tw", "--gateway", "twilio", "--account-id", "AC" + "0" * 32,
+        "--password-stdin",
+    )  # fmt: skip
+    bad = run(*base, "--option", "messaging_service_sid=nope", stdin="Tw!token-8812\n")
+    assert bad.exit_code == EXIT_INVALID
+    assert "options.messaging_service_sid" in bad.stderr
+    sid = "MG" + "a" * 32
+    good = run(*base, "--option", f"messaging_service_sid={sid}", "--json", stdin="Tw!token-8812\n")
+    assert good.exit_code == EXIT_OK, good.output
+    assert json.loads(good.stdout)["account"]["options"] == {"messaging_service_sid": sid}
+    assert "Tw!token-8812" not in good.output
