@@ -230,6 +230,25 @@ def test_a_queued_job_shows_its_live_state_and_wait_times_out(pipeline: Pipeline
     _assert_no_code(sent.stdout, sent.stderr, live.stdout, table.stdout)
 
 
+def test_the_live_status_reads_national_numbers_with_a_stored_stores_region(
+    pipeline: Pipeline,
+) -> None:
+    # Given a stored identity store for British numbers and its job queued on the bulk lane
+    store = pipeline.run("stores", "create", "uk-helpdesk", "--region", "GB")
+    assert store.returncode == EXIT_OK, store.stderr
+    sent = pipeline.run(
+        "send", "07400 123456", "--store", "uk-helpdesk", "--message", "hi", "--lane", "bulk",
+        "--json",
+    )  # fmt: skip
+    assert sent.returncode == EXIT_OK, sent.stderr
+    # When its live status is asked
+    live = pipeline.run("status", json.loads(sent.stdout)["job_id"], "--json")
+    # Then the national number is shown as the worker will read it
+    assert live.returncode == EXIT_PENDING, live.stderr
+    recipients = json.loads(live.stdout)["recipients"]
+    assert [r["phone_number"] for r in recipients] == ["+447400123456"]
+
+
 def test_status_of_an_unknown_job_says_so_with_its_own_exit_code(pipeline: Pipeline) -> None:
     unknown = "0" * 32
     table = pipeline.run("status", unknown)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -440,3 +441,46 @@ async def test_a_stored_accounts_countries_and_bulk_share_apply(
     assert dispatcher._rate(job).lane_share == 0.1  # type: ignore[arg-type]
     assert settings.bulk_share != 0.1
     await dispatcher.aclose()
+
+
+async def test_a_modified_accounts_old_adapter_is_closed_once_its_sends_are_over(
+    async_redis: Redis, http_session: aiohttp.ClientSession, sandbox: SandboxServer, cipher: Cipher
+) -> None:
+    # Given a dispatcher whose sends may last at most 0.3 s, and the account's adapter
+    with override_settings(provider_timeout_s=0.2, provider_connect_timeout_s=0.1) as settings:
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
+        first = GatewayAccount.model_validate(vonage_account(sandbox))
+        old = dispatcher._gateway(first)
+        closed: list[float] = []
+        close_adapter = old.aclose
+
+        async def recording_aclose() -> None:
+            closed.append(asyncio.get_running_loop().time())
+            await close_adapter()
+
+        old.aclose = recording_aclose  # type: ignore[method-assign]
+        # When the account is modified (a new sender) and a job meets the new version
+        started = asyncio.get_running_loop().time()
+        new = dispatcher._gateway(first.model_copy(update={"sender": "other"}))
+        # Then the job gets a new adapter; the old one stays open while sends may use it
+        assert new is not old
+        assert dispatcher._gateway(first.model_copy(update={"sender": "other"})) is new
+        await asyncio.sleep(0.1)
+        assert closed == []
+        # And it is closed once any send under way must have ended
+        await asyncio.sleep(0.4)
+        assert len(closed) == 1
+        assert closed[0] - started >= 0.3
+        # And a dispatcher closed early closes the adapters it was still waiting on
+        newer = dispatcher._gateway(first.model_copy(update={"sender": "third"}))
+        assert newer is not new
+        new_closed: list[bool] = []
+        close_new = new.aclose
+
+        async def recording_new_aclose() -> None:
+            new_closed.append(True)
+            await close_new()
+
+        new.aclose = recording_new_aclose  # type: ignore[method-assign]
+        await dispatcher.aclose()
+        assert new_closed == [True]

@@ -336,6 +336,7 @@ async def _live_state(job_id: str, settings: Settings) -> dict[str, Any] | None:
     """The stored job and its parts' states, or ``None`` when no job has that id."""
     from redis.asyncio import Redis
 
+    from worker.account_store import AccountStore
     from worker.delivery import DeliveryState
     from worker.jobs import JobRecord
     from worker.keys import job_key
@@ -348,6 +349,7 @@ async def _live_state(job_id: str, settings: Settings) -> dict[str, Any] | None:
         if raw is None:
             return None
         parts = await DeliveryState(client, job_id, ttl_s=settings.job_ttl_s).load()
+        stored_stores = (await AccountStore(client, settings, None).snapshot()).stores
     finally:
         await client.aclose()
     try:
@@ -355,8 +357,10 @@ async def _live_state(job_id: str, settings: Settings) -> dict[str, Any] | None:
         message = record.redacted_message()
     except ValidationError:
         return {"job_id": job_id, "state": "in_flight", "error": "malformed job record"}
+    stored = stored_stores.get(record.identity_store) if record.identity_store else None
     check = message.check(
-        default_region=_region_for(settings, record.identity_store),
+        default_region=(stored.default_region if stored else None)
+        or _region_for(settings, record.identity_store),
         allowed_types=settings.allowed_number_types,
         max_parts=settings.max_parts,
     )

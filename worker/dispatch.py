@@ -134,6 +134,7 @@ class Dispatcher:
         self._clock = clock
         self._limiter = RateLimiter(redis, limited_lanes=frozenset({settings.lanes.bulk}))
         self._gateways: dict[str, tuple[GatewayAccount, SmsGateway]] = {}
+        self._retiring: dict[asyncio.Task[None], SmsGateway] = {}
         self._timeouts = Timeouts(
             connect_s=settings.provider_connect_timeout_s,
             total_s=settings.provider_timeout_s,
@@ -142,6 +143,10 @@ class Dispatcher:
 
     async def aclose(self) -> None:
         """Release the adapters (the session and Redis belong to the caller)."""
+        for task, retired in list(self._retiring.items()):
+            task.cancel()
+            await retired.aclose()
+        self._retiring.clear()
         for _, gateway in self._gateways.values():
             await gateway.aclose()
         self._gateways.clear()
@@ -313,7 +318,20 @@ class Dispatcher:
         cls = load_gateway(account.gateway, self._settings.gateways_enabled)
         gateway = cls(account, self._session, timeouts=self._timeouts)
         self._gateways[account.name] = (account, gateway)
+        if cached is not None:
+            self._retire(cached[1])
         return gateway
+
+    def _retire(self, gateway: SmsGateway) -> None:
+        # The account was modified: sends already under way may still use the old adapter,
+        # so it is closed once any of them must have finished, not now.
+        async def close_later() -> None:
+            await asyncio.sleep(self._timeouts.deadline_s)
+            await gateway.aclose()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._retiring[task] = gateway
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     def _pieces(self, message: ShortMessage, gateway: SmsGateway) -> list[_Piece]:
         code = message.access_code.get_secret_value() if message.access_code else None
