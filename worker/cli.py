@@ -19,6 +19,7 @@ from config.settings import get_settings
 from gateways.errors import InvalidMessage, InvalidRecipient
 from worker.cli_gateways import gateways_group, sandbox_command
 from worker.cli_jobs import keys_group, send_command, status_command, worker_command
+from worker.cli_ops import health_command, metrics_command
 from worker.cli_output import (
     EXIT_CONFIG,
     EXIT_INVALID,
@@ -158,6 +159,8 @@ for _command in (
     keys_group,
     dev_command,
     demo_command,
+    health_command,
+    metrics_command,
 ):
     main.add_command(_command)
 

@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_PENDING",
     "EXIT_STACK",
     "EXIT_UNAVAILABLE",
+    "EXIT_UNHEALTHY",
     "EXIT_UNKNOWN_JOB",
     "LOG_LEVELS",
     "print_json",
@@ -35,6 +36,7 @@ EXIT_PENDING = 4  # the job is still queued or in flight (``send --wait`` timed 
 EXIT_UNKNOWN_JOB = 5  # no such job: never enqueued, or its records expired
 EXIT_UNAVAILABLE = 6  # Redis (broker, result backend or state store) did not answer
 EXIT_STACK = 7  # a part of the local stack did not start or stopped on its own
+EXIT_UNHEALTHY = 8  # a lane is stalled, a worker is missing or an account is failing
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

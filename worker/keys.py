@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "ACCOUNT_STATUS_TTL_S",
     "PREFIX",
     "REJECTED_MAX",
+    "account_status_key",
+    "account_status_pattern",
     "job_key",
     "parts_key",
     "ratelimit_key",
@@ -21,6 +24,7 @@ __all__ = [
 
 PREFIX = "sms"
 REJECTED_MAX = 10_000  # malformed broker messages kept for inspection, newest first
+ACCOUNT_STATUS_TTL_S = 7 * 24 * 3600  # an account unused this long drops out of health
 
 
 def _digest(value: str) -> str:
@@ -60,3 +64,13 @@ def ratelimit_lane_key(account: str, lane: str) -> str:
 def ratelimit_pause_key(account: str) -> str:
     """Set while the provider has asked the whole account to slow down; holds the resume time."""
     return f"{PREFIX}:rl:{{{account}}}:paused"
+
+
+def account_status_key(account: str) -> str:
+    """An account's last provider outcome (ok, or failing permanently) for health checks."""
+    return f"{PREFIX}:account:{{{account}}}:status"
+
+
+def account_status_pattern() -> str:
+    """The SCAN pattern matching every :func:`account_status_key`."""
+    return f"{PREFIX}:account:*:status"
