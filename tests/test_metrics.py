@@ -7,7 +7,10 @@ The counters' values after a real worker run are checked end to end in
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -208,3 +211,47 @@ async def test_the_alert_rules_load_and_use_only_metrics_that_exist(
     assert named, "no rule uses an smsgw metric"
     assert named <= exposed, named - exposed
     assert {"smsgw_healthy", "smsgw_queue_oldest_age_seconds", "smsgw_account_failing"} <= named
+
+
+_RECORD = """
+import sys
+from worker import metrics
+from worker.models import SendSmsMessageResult, ShortMessage
+result = SendSmsMessageResult(
+    job_id="d" * 32, success=True, message=ShortMessage(), lane="bulk", gateway="vonage",
+    account="main",
+)
+for _ in range(int(sys.argv[1])):
+    metrics.record_job(result)
+"""
+
+
+def test_several_processes_add_up_in_multiprocess_mode(
+    settings: Settings, redis_url: str, tmp_path: Path
+) -> None:
+    # Given two worker processes that counted 2 and 3 jobs into one PROMETHEUS_MULTIPROC_DIR
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "SMSGW_BROKER_URL": redis_url,
+        "SMSGW_RESULT_BACKEND_URL": redis_url,
+        "SMSGW_STATE_REDIS_URL": redis_url,
+        "SMSGW_HEALTH_TIMEOUT_S": "0.3",
+        "PYTHONPATH": str(ROOT),
+    }
+    for count in ("2", "3"):
+        subprocess.run([sys.executable, "-c", _RECORD, count], env=env, check=True, timeout=60)
+    # When a third process prints the exposition
+    printed = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "metrics"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    # Then it shows their sum, beside the gauges read from Redis
+    found = samples(printed)
+    labels = {"lane": "bulk", "gateway": "vonage", "account": "main", "status": "sent"}
+    assert value(found, "smsgw_jobs_total", **labels) == 5
+    assert value(found, "smsgw_queue_depth", lane="otp") == 0

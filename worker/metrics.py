@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from prometheus_client import (
@@ -125,8 +126,10 @@ RETRIES = Counter(
 )
 
 
-def _label(value: object) -> str:
-    return redact(str(value)) if value not in (None, "") else NONE
+@lru_cache(maxsize=4096)
+def _label(value: str | None) -> str:
+    # Label values are few (lanes, gateways, accounts, classes): redact each once.
+    return redact(value) if value else NONE
 
 
 def job_status(result: SendSmsMessageResult) -> str:
