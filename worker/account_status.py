@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from gateways.errors import GatewayError
 from worker.keys import ACCOUNT_STATUS_TTL_S, account_status_key
+from worker.logs import redact
 
 __all__ = ["OK_REFRESH_S", "AccountStatus", "AccountStatusRecorder", "parse_account_status"]
 
@@ -88,7 +89,7 @@ class AccountStatusRecorder:
             {
                 "status": "failing",
                 "error_class": type(error).__name__,
-                "reason": str(error)[:_REASON_LIMIT],
+                "reason": redact(str(error))[:_REASON_LIMIT],
             },
         )
 

@@ -42,6 +42,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from worker.account_status import AccountStatus, parse_account_status
 from worker.keys import account_status_pattern, job_key
+from worker.logs import redact
 
 __all__ = [
     "Check",
@@ -307,8 +308,9 @@ def _check_redis(report: HealthReport, clients: dict[str, redis.Redis]) -> None:
 
 
 def _describe(error: Exception) -> str:
-    # The class and the text: redis-py names host and port, never a password.
-    return f"{type(error).__name__}: {error}"
+    # The class and the text (redis-py and kombu name host and port, not the password),
+    # redacted all the same: this text goes to healthcheck logs and metrics.
+    return redact(f"{type(error).__name__}: {error}")
 
 
 def _consumers(
