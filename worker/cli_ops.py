@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from config.settings import get_settings
+from worker.cli_jobs import _parse_lanes
 from worker.cli_output import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -14,20 +15,14 @@ from worker.cli_output import (
     stderr_console,
     stdout_console,
 )
+from worker.health import HealthReport, check_health
 
 __all__ = ["health_command", "metrics_command"]
 
 
 def _lanes(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    known = get_settings().lanes.names()
-    names = list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        what = f"unknown lane(s) {', '.join(unknown)}" if unknown else "no lane given"
-        raise click.BadParameter(f"{what}; the lanes are {', '.join(known)}", param_hint="--lanes")
-    return names
+    # The same lane parsing and error as `smsgw worker --lanes`.
+    return _parse_lanes(value, get_settings()) if value else None
 
 
 @click.command("health")
@@ -47,8 +42,6 @@ def health_command(lanes: str | None, node: str | None, skip_accounts: bool, as_
     Exit codes: 0 healthy, 6 Redis unreachable, 8 anything else wrong (the reasons are
     printed). Takes about SMSGW_HEALTH_TIMEOUT_S (1 s): the time workers get to answer.
     """
-    from worker.health import check_health
-
     report = check_health(
         get_settings(), lanes=_lanes(lanes), worker=node, accounts=not skip_accounts
     )
@@ -61,10 +54,7 @@ def health_command(lanes: str | None, node: str | None, skip_accounts: bool, as_
     raise SystemExit(EXIT_UNAVAILABLE if not report.redis_ok else EXIT_UNHEALTHY)
 
 
-def _print_report(report: object) -> None:
-    from worker.health import HealthReport
-
-    assert isinstance(report, HealthReport)
+def _print_report(report: HealthReport) -> None:
     out = stdout_console()
     if report.lanes:
         table = Table("lane", "queued", "oldest waited", "threshold", "workers")

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from celery import Celery
 from redis.exceptions import RedisError
 
 from config.settings import Settings
@@ -214,7 +215,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def inspect_consumers(app: Any, timeout_s: float) -> Consumers:
+def inspect_consumers(app: Celery, timeout_s: float) -> Consumers:
     """Which worker nodes consume which queue, from one remote-control broadcast.
 
     Raises:

@@ -60,6 +60,7 @@ from prometheus_client.registry import Collector
 
 from config.settings import Settings, get_settings
 from worker.delivery import PartRef, PartState
+from worker.health import HealthReport, check_health
 from worker.logs import redact
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult
 
@@ -232,18 +233,16 @@ class OperationsCollector(Collector):
         self,
         settings: Settings | None = None,
         *,
-        check: Callable[[Settings], Any] | None = None,
+        check: Callable[[Settings], HealthReport] | None = None,
         cache_s: float = 5.0,
     ) -> None:
         self._settings = settings
         self._check = check
         self._cache_s = cache_s
-        self._cached: tuple[float, Any] | None = None
+        self._cached: tuple[float, HealthReport] | None = None
         self._lock = threading.Lock()
 
-    def _report(self) -> Any:
-        from worker.health import check_health
-
+    def _report(self) -> HealthReport:
         with self._lock:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self._cache_s:
