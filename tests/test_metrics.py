@@ -37,6 +37,7 @@ from worker.producer import Producer
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "examples" / "prometheus" / "alerts.yml"
+PROMETHEUS = ROOT / "examples" / "prometheus" / "prometheus.yml"
 NUMBER = "+447700900123"
 OTHER = "+447700900456"
 
@@ -211,6 +212,20 @@ async def test_the_alert_rules_load_and_use_only_metrics_that_exist(
     assert named, "no rule uses an smsgw metric"
     assert named <= exposed, named - exposed
     assert {"smsgw_healthy", "smsgw_queue_oldest_age_seconds", "smsgw_account_failing"} <= named
+
+
+def test_the_example_scrape_config_targets_the_compose_workers_and_loads_the_rules() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["rule_files"] == [ALERTS.name]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "smsgw"  # the job the alert rules' up{job="smsgw"} names
+    assert 'job="smsgw"' in ALERTS.read_text()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    targets = [t for group in job["static_configs"] for t in group["targets"]]
+    assert targets == [
+        f"{name}:{compose[name]['environment']['SMSGW_METRICS_PORT']}"
+        for name in ("worker-otp", "worker-bulk")
+    ]
 
 
 _RECORD = """
