@@ -1,8 +1,9 @@
 """Operations end to end: a real worker with JSON logs and its metrics port, real health.
 
-One ``celery worker`` (threads pool, every lane, ``SMSGW_LOG_FORMAT=json``,
-``SMSGW_METRICS_PORT``) serves the module; ``smsgw health`` runs as its own process, as a
-compose healthcheck does. The log test runs last so it reads every line of the module.
+One worker started as in production (``smsgw worker``: threads pool, here every lane, with
+``SMSGW_LOG_FORMAT=json`` and ``SMSGW_METRICS_PORT``) serves the module; ``smsgw health``
+runs as its own process, as a compose healthcheck does. The log test runs last so it reads
+every line of the module.
 """
 
 from __future__ import annotations
@@ -116,8 +117,11 @@ def ops_stack(
     env = env_for(values)
     settings = Settings(**values)
     worker = WorkerProcess(env=env, cwd=workdir, log_path=workdir / "worker.log")
-    # --quiet: no startup banner, so every line the worker writes is a log line (JSON).
-    worker.args.insert(worker.args.index("worker"), "--quiet")
+    # The product's command (`smsgw worker`), which leaves Celery's banner out in JSON mode.
+    worker.args = [
+        sys.executable, "-m", "worker.cli", "worker", "--lanes", "otp,default,bulk",
+        "--concurrency", "8", "--name", worker.node,
+    ]  # fmt: skip
     app = create_app(settings)
     state = redis.Redis.from_url(e2e_redis.url(STATE_DB))
     ops = Ops(
