@@ -22,6 +22,7 @@ __all__ = [
     "Lanes",
     "NumberType",
     "Settings",
+    "StallThresholds",
     "get_settings",
     "override_settings",
     "reload_settings",
@@ -59,6 +60,14 @@ class Lanes(BaseModel):
     def names(self) -> tuple[str, str, str]:
         """The three queue names, most urgent first."""
         return (self.otp, self.default, self.bulk)
+
+
+class StallThresholds(BaseModel):
+    """How old the oldest queued job of each lane may get before health turns red."""
+
+    otp: float = Field(default=30.0, gt=0)
+    default: float = Field(default=300.0, gt=0)
+    bulk: float = Field(default=1800.0, gt=0)
 
 
 class IdentityStoreLink(BaseModel):
@@ -136,6 +145,16 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=6 * 3600, ge=10)
     max_retry_countdown_s: int = Field(default=900, ge=1)
     task_time_limit_s: int = Field(default=120, ge=1, description="hard limit of one task")
+
+    # Operations: worker logs, the metrics port of each worker, stall detection.
+    log_format: Literal["plain", "json"] = "plain"
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="each worker serves /metrics here; off if unset"
+    )
+    stall_after_s: StallThresholds = StallThresholds()
+    health_timeout_s: float = Field(
+        default=1.0, gt=0, le=30, description="how long health waits for workers to answer"
+    )
 
     # Encrypts access codes and account secrets at rest (Fernet key).
     secret_key: SecretStr | None = None

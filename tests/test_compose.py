@@ -41,6 +41,20 @@ def test_codes_and_campaigns_have_their_own_workers(compose: dict[str, Any]) -> 
     assert "bulk" in services["worker-bulk"]["command"]
 
 
+def test_each_worker_is_healthy_only_when_it_consumes_its_own_lanes(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name, lanes in (("worker-otp", "otp,default"), ("worker-bulk", "bulk")):
+        service = services[name]
+        node = service["command"][service["command"].index("--name") + 1].replace("%h", "")
+        [check] = service["healthcheck"]["test"][1:]
+        assert check.startswith("smsgw health "), check
+        assert f"--lanes {lanes} " in check and f"--worker {node}$$HOSTNAME" in check
+        assert service["environment"]["SMSGW_METRICS_PORT"] == "9808"
+        assert "9808" in service["expose"]
+
+
 def test_flower_needs_credentials_and_ports_stay_on_loopback(compose: dict[str, Any]) -> None:
     flower = compose["services"]["flower"]
     assert ":?" in flower["environment"]["FLOWER_BASIC_AUTH"]

@@ -20,6 +20,7 @@ from gateways.errors import InvalidMessage, InvalidRecipient
 from worker.cli_accounts import accounts_group, keys_rotate, stores_group
 from worker.cli_gateways import gateways_group, sandbox_command
 from worker.cli_jobs import keys_group, send_command, status_command, worker_command
+from worker.cli_ops import health_command, metrics_command
 from worker.cli_output import (
     EXIT_CONFIG,
     EXIT_INVALID,
@@ -162,6 +163,8 @@ for _command in (
     keys_group,
     dev_command,
     demo_command,
+    health_command,
+    metrics_command,
 ):
     main.add_command(_command)
 

@@ -69,6 +69,8 @@ def worker_command(lanes: str, concurrency: int, loglevel: str, name: str | None
 
     names = _parse_lanes(lanes, get_settings())
     argv = celery_worker_argv(names, concurrency=concurrency, loglevel=loglevel.lower(), name=name)
+    if get_settings().log_format == "json":
+        argv.insert(argv.index("worker"), "--quiet")  # no plain-text banner among JSON lines
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

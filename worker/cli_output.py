@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_PENDING",
     "EXIT_STACK",
     "EXIT_UNAVAILABLE",
+    "EXIT_UNHEALTHY",
     "EXIT_UNKNOWN_JOB",
     "LOG_LEVELS",
     "print_json",
@@ -39,6 +40,7 @@ EXIT_UNAVAILABLE = 6  # Redis (broker, result backend or state store) did not an
 EXIT_STACK = 7  # a part of the local stack did not start or stopped on its own
 EXIT_NOT_FOUND = 5  # no such gateway account or identity store (as for jobs)
 EXIT_CONFLICT = 8  # the change conflicts with what exists (name taken, still linked, read-only)
+EXIT_UNHEALTHY = 9  # a lane is stalled, a worker is missing or an account is failing
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from gateways.base import SmsGateway
 from gateways.errors import (
+    AccountRejected,
     ConfigurationError,
     InvalidMessage,
     OutcomeUnknown,
@@ -47,6 +48,8 @@ from gateways.errors import (
 from gateways.http import Timeouts
 from gateways.models import GatewayAccount, OutboundSms
 from gateways.registry import load_gateway
+from worker import logs, metrics
+from worker.account_status import AccountStatusRecorder
 from worker.accounts import AccountDirectory, NoAccount
 from worker.crypto import Cipher, DecryptionFailed
 from worker.delivery import Claim, DeliveryState, PartRef, PartState, lost_part
@@ -133,6 +136,7 @@ class Dispatcher:
         self._cipher = cipher
         self._clock = clock
         self._limiter = RateLimiter(redis, limited_lanes=frozenset({settings.lanes.bulk}))
+        self._account_status = AccountStatusRecorder(redis)
         self._gateways: dict[str, tuple[GatewayAccount, SmsGateway]] = {}
         self._retiring: dict[asyncio.Task[None], SmsGateway] = {}
         self._timeouts = Timeouts(
@@ -164,6 +168,7 @@ class Dispatcher:
             loaded: The job's stored JSON and its parts' ``HGETALL``, when already read.
         """
         started_at = self._clock()
+        logs.bind(job_id=job_id)
         if loaded is None:
             loaded = (await self._load([job_id]))[0]
         raw, raw_parts = loaded
@@ -175,6 +180,7 @@ class Dispatcher:
             fields = ", ".join(sorted({".".join(map(str, e["loc"])) for e in error.errors()}))
             reason = f"malformed job record ({error.error_count()} problem(s): {fields})"
             return Finished(job_failure(job_id, reason, started_at=started_at))
+        logs.bind(lane=record.lane)
         try:
             message = record.short_message(self._cipher)
         except (DecryptionFailed, ValidationError) as error:
@@ -275,6 +281,8 @@ class Dispatcher:
                 return retry
         states = job.delivery.known
         results = [recipient_result(r, len(pieces), states) for r in recipients]
+        statuses = metrics.part_statuses(states, results, len(pieces))
+        metrics.record_parts(record.lane, gateway.metadata.name, account.name, statuses)
         return Finished(
             summarise(
                 record,
@@ -424,6 +432,7 @@ class Dispatcher:
             if not claim.rate_limited:
                 return claim
             wait_s = claim.retry_after_s
+            metrics.rate_limit_wait(job.account.name, job.record.lane, wait_s)
             too_late = job.deadline is not None and (
                 self._clock().timestamp() + wait_s >= job.deadline.timestamp()
             )
@@ -453,9 +462,13 @@ class Dispatcher:
             client_ref=f"{job.record.id}:{index}",
         )
         delivery = job.delivery
+        lane, gateway_name = job.record.lane, job.gateway.metadata.name
         try:
-            receipt = await job.gateway.send(sms)
+            with metrics.provider_call(lane, gateway_name):
+                receipt = await job.gateway.send(sms)
         except RateLimited as error:
+            metrics.throttled(job.account.name, gateway_name)
+            metrics.retry(lane, error)
             await self._limiter.pause(job.account.name, error.retry_after_s)
             await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
             return _Wait(error.retry_after_s, str(error))
@@ -479,8 +492,11 @@ class Dispatcher:
             )
             return False
         except PermanentGatewayError as error:
+            if isinstance(error, AccountRejected):
+                await self._account_status.failing(job.account.name, error)
             await delivery.settle_error(part, DeliveryStatus.FAILED_PERMANENT, error)
             return False
+        metrics.observe_accepted(lane, job.record.enqueued_at)
         segments = receipt.segments or piece.counted.segments
         await delivery.settle(
             part,
@@ -491,6 +507,7 @@ class Dispatcher:
                 segments=segments,
             ),
         )
+        await self._account_status.ok(job.account.name)
         return True
 
     async def _transient(
@@ -503,6 +520,7 @@ class Dispatcher:
             await delivery.settle_error(part, DeliveryStatus.FAILED_EXHAUSTED, error, reason=reason)
             return False
         await delivery.settle_error(part, DeliveryStatus.RETRYING, error)
+        metrics.retry(job.record.lane, error)
         return _Wait(None, str(error))
 
     # --- retries ---------------------------------------------------------------------------

@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 
 __all__ = [
+    "ACCOUNT_STATUS_TTL_S",
     "PREFIX",
     "REJECTED_MAX",
+    "account_status_key",
+    "account_status_pattern",
     "accounts_default_key",
     "accounts_key",
     "accounts_version_key",
@@ -25,6 +28,7 @@ __all__ = [
 
 PREFIX = "sms"
 REJECTED_MAX = 10_000  # malformed broker messages kept for inspection, newest first
+ACCOUNT_STATUS_TTL_S = 7 * 24 * 3600  # an account unused this long drops out of health
 
 
 def _digest(value: str) -> str:
@@ -84,3 +88,13 @@ def accounts_default_key() -> str:
 def accounts_version_key() -> str:
     """Bumped with every change of accounts, stores or the default (workers' caches)."""
     return f"{PREFIX}:accounts:version"
+
+
+def account_status_key(account: str) -> str:
+    """An account's last provider outcome (ok, or failing permanently) for health checks."""
+    return f"{PREFIX}:account:{{{account}}}:status"
+
+
+def account_status_pattern() -> str:
+    """The SCAN pattern matching every :func:`account_status_key`."""
+    return f"{PREFIX}:account:*:status"

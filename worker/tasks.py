@@ -24,7 +24,7 @@ from celery.signals import task_rejected, task_unknown
 from redis.exceptions import RedisError
 
 from config.settings import get_settings
-from worker import runtime
+from worker import metrics, runtime
 from worker.app import app
 from worker.dispatch import Finished, RetryLater
 from worker.producer import SEND_BATCH_TASK, SEND_TASK
@@ -61,7 +61,9 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
             f"malformed task payload: expected one job id, got {_describe_payload(args, kwargs)}"
         )
         log.warning("task %s rejected: %s", task_id, reason)
-        return job_failure(task_id, reason).model_dump(mode="json")
+        failure = job_failure(task_id, reason)
+        metrics.record_job(failure)
+        return failure.model_dump(mode="json")
     try:
         outcome = runtime.run(
             runtime.current().dispatcher.dispatch(job_id, attempt=self.request.retries)
@@ -70,11 +72,19 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         # The state store is unreachable: nothing was decided, try the whole job again.
         countdown = _STATE_STORE_RETRY_S * random.uniform(1.0, 2.0)
         log.warning("job %s: state store unavailable (%s); retrying", job_id, type(error).__name__)
+        metrics.retry(_lane(self), error)
         raise self.retry(countdown=countdown, exc=error) from None
     if isinstance(outcome, RetryLater):
         log.info("job %s: retry in %.1fs (%s)", job_id, outcome.countdown_s, outcome.reason)
         raise self.retry(countdown=outcome.countdown_s)
+    metrics.record_job(outcome.result)
     return outcome.result.model_dump(mode="json")
+
+
+def _lane(task: Task[Any, Any]) -> str | None:
+    """The lane (queue) the task came from."""
+    lane = (task.request.delivery_info or {}).get("routing_key")
+    return str(lane) if lane else None
 
 
 def _job_ids_from(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:
@@ -105,8 +115,9 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
             self.request.id,
             type(error).__name__,
         )
+        metrics.retry(_lane(self), error)
         raise self.retry(countdown=countdown, exc=error) from None
-    queue = str((self.request.delivery_info or {}).get("routing_key") or get_settings().lanes.bulk)
+    queue = _lane(self) or get_settings().lanes.bulk
     store_results(
         [
             (job_id, outcome.result.model_dump(mode="json"))
@@ -114,6 +125,9 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
             if isinstance(outcome, Finished)
         ]
     )
+    for _, outcome in outcomes:
+        if isinstance(outcome, Finished):
+            metrics.record_job(outcome.result)
     for job_id, outcome in outcomes:
         if isinstance(outcome, RetryLater):
             # The job goes on alone: its own task, its own id, retried like any job.

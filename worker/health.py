@@ -1,0 +1,391 @@
+"""Stall detection: the checks behind ``smsgw health``, the health metrics and compose.
+
+:func:`check_health` reads everything at the time it is called and returns a
+:class:`HealthReport`; nothing here keeps state. It is red when:
+
+* Redis (broker, result backend or state store) does not answer;
+* a lane has queued jobs and no worker consumes it;
+* the oldest queued job of a lane is older than the lane's threshold
+  (``SMSGW_STALL_AFTER_S__OTP`` 30 s, ``__DEFAULT`` 5 min, ``__BULK`` 30 min);
+* an account's last provider outcome was a permanent refusal of the account itself
+  (bad credentials, no balance; recorded by :mod:`worker.account_status`);
+* with ``worker=``: that worker node does not answer or does not consume the lanes.
+
+How it reads the queues. A lane's queue is a Redis list on the broker (kombu LPUSHes, a
+worker BRPOPs), plus one list per priority step, so its depth is their lengths and its
+oldest message is the tail of each. The age of that message comes from the job it
+carries: the task id is the job id (a batch's first argument lists job ids), and the job
+record keeps ``enqueued_at``, written by every producer (other-language ones included),
+whereas Celery's message headers carry no publish time. A retried task is republished with
+an ``eta``; it waits from then, not from the job's enqueue, so the later of the two counts.
+
+How it finds consumers. One ``inspect().active_queues()`` broadcast through the broker
+(Celery's remote control, which every worker answers, with or without gossip and mingle);
+it waits ``SMSGW_HEALTH_TIMEOUT_S`` (1 s) for replies. Worker heartbeats would need an
+event receiver listening for at least one heartbeat period (2 s or more) and do not say
+which queues a worker consumes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+from celery import Celery
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from worker.account_status import AccountStatus, parse_account_status
+from worker.keys import account_status_pattern, job_key
+from worker.logs import redact
+
+__all__ = [
+    "Check",
+    "HealthReport",
+    "LaneState",
+    "check_health",
+    "lane_threshold_s",
+    "queue_lists",
+    "read_lane",
+]
+
+# kombu's Redis transport: the separator of a queue's per-priority lists, and the steps.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+_TAIL_MESSAGES = 5  # messages read from a queue's tail to find one whose job is known
+_REDIS_TIMEOUT_S = 2.0
+
+Consumers = dict[str, list[str]]  # lane -> worker nodes consuming it
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One verdict. ``subject`` is a lane, an account, a Redis role or a worker node."""
+
+    name: str  # redis | consumers | queue_age | account | worker
+    subject: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """What a lane's queue looks like now."""
+
+    lane: str
+    depth: int
+    oldest_age_s: float | None  # None: empty, or no queued message names a known job
+    threshold_s: float
+    consumers: list[str] | None  # None: unknown (the broadcast failed)
+
+
+@dataclass(slots=True)
+class HealthReport:
+    """Every check made, and the lanes and accounts they looked at."""
+
+    checks: list[Check] = field(default_factory=list)
+    lanes: list[LaneState] = field(default_factory=list)
+    accounts: list[AccountStatus] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Green: every check passed."""
+        return all(check.ok for check in self.checks)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it is red (empty when green)."""
+        return [check.reason for check in self.checks if not check.ok]
+
+    @property
+    def redis_ok(self) -> bool:
+        """Whether every Redis answered."""
+        return all(check.ok for check in self.checks if check.name == "redis")
+
+    def to_json(self) -> dict[str, Any]:
+        """The report for ``--json``."""
+        return {
+            "healthy": self.ok,
+            "reasons": self.reasons,
+            "checks": [asdict(check) for check in self.checks],
+            "lanes": [asdict(lane) for lane in self.lanes],
+            "accounts": [asdict(account) for account in self.accounts],
+        }
+
+
+def lane_threshold_s(settings: Settings, lane: str) -> float:
+    """How old the oldest queued job of ``lane`` may be (the default lane's for others)."""
+    lanes, stall = settings.lanes, settings.stall_after_s
+    return {lanes.otp: stall.otp, lanes.bulk: stall.bulk}.get(lane, stall.default)
+
+
+def queue_lists(lane: str) -> list[str]:
+    """The broker lists holding ``lane``'s messages: the queue and its priority lists."""
+    return [lane, *(f"{lane}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
+
+
+def read_lane(
+    broker: redis.Redis, state: redis.Redis, lane: str, *, now_s: float
+) -> tuple[int, float | None]:
+    """A lane's queued messages and the age of the oldest one whose job is known.
+
+    Returns:
+        (depth, age in seconds or None).
+    """
+    names = queue_lists(lane)
+    with broker.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(name)
+            pipe.lrange(name, -_TAIL_MESSAGES, -1)
+        replies = pipe.execute()
+    depth = sum(int(n) for n in replies[::2])
+    ages: list[float] = []
+    for tail in replies[1::2]:
+        # The tail's last element is the oldest message; walk towards newer ones until one
+        # names a job whose record still exists.
+        for raw in reversed(tail):
+            queued_since = _queued_since(raw, state)
+            if queued_since is not None:
+                ages.append(max(0.0, now_s - queued_since))
+                break
+    return depth, max(ages) if ages else None
+
+
+def _queued_since(raw: bytes | str, state: redis.Redis) -> float | None:
+    """When the job in a raw kombu message started waiting (Unix s), or None if unknown."""
+    try:
+        envelope = json.loads(raw)
+        headers = envelope.get("headers") or {}
+        job_ids = _job_ids(envelope, headers)
+    except (ValueError, TypeError, AttributeError):
+        return None  # not a task message; the transport records and drops those
+    for job_id in job_ids[:1]:
+        stored = state.get(job_key(job_id))
+        if stored is None:
+            return None
+        try:
+            enqueued = datetime.fromisoformat(json.loads(stored)["enqueued_at"]).timestamp()
+        except (ValueError, TypeError, KeyError):
+            return None
+        eta = _timestamp(headers.get("eta"))
+        return max(enqueued, eta) if eta is not None else enqueued
+    return None
+
+
+def _job_ids(envelope: dict[str, Any], headers: dict[str, Any]) -> list[str]:
+    body = envelope.get("body")
+    if (envelope.get("properties") or {}).get("body_encoding") == "base64" and body:
+        body = base64.b64decode(body)
+    args = json.loads(body)[0] if body else []
+    if args and isinstance(args[0], list):  # sms.send_batch: [[job ids]]
+        return [str(job_id) for job_id in args[0]]
+    if args and isinstance(args[0], str):  # sms.send: [job id]
+        return [args[0]]
+    task_id = headers.get("id")
+    return [str(task_id)] if task_id else []
+
+
+def _timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def read_accounts(state: redis.Redis) -> list[AccountStatus]:
+    """Every account's recorded outcome, by name."""
+    found: list[AccountStatus] = []
+    for key in state.scan_iter(match=account_status_pattern(), count=500):
+        raw = state.hgetall(key)
+        status = parse_account_status({_text(k): _text(v) for k, v in raw.items()})
+        if status is not None:
+            found.append(status)
+    return sorted(found, key=lambda status: status.account)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def inspect_consumers(app: Celery, timeout_s: float) -> Consumers:
+    """Which worker nodes consume which queue, from one remote-control broadcast.
+
+    Raises:
+        Exception: Whatever the broker connection raises (the caller reports it).
+    """
+    with app.connection_for_read() as connection:
+        replies = app.control.inspect(timeout=timeout_s, connection=connection).active_queues()
+    consumers: Consumers = {}
+    for node, queues in sorted((replies or {}).items()):
+        for queue in queues or []:
+            name = queue.get("name") if isinstance(queue, dict) else None
+            if name:
+                consumers.setdefault(str(name), []).append(str(node))
+    return consumers
+
+
+def check_health(
+    settings: Settings,
+    *,
+    lanes: Sequence[str] | None = None,
+    worker: str | None = None,
+    accounts: bool = True,
+    consumers: Callable[[float], Consumers] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> HealthReport:
+    """Run every check and return the report (never raises for an unreachable service).
+
+    Args:
+        settings: Where Redis is, the lanes and their thresholds.
+        lanes: The lanes to check (all by default).
+        worker: Also require this worker node to answer and consume ``lanes``.
+        accounts: Whether to check the accounts' recorded outcomes.
+        consumers: Finds the consumers (timeout in, lane -> nodes out); the Celery
+            broadcast by default.
+        clock: Unix time in seconds.
+    """
+    report = HealthReport()
+    selected = list(lanes) if lanes else list(settings.lanes.names())
+    clients = _clients(settings)
+    try:
+        _check_redis(report, clients)
+        if not report.redis_ok:
+            return report
+        broker, state = clients["broker"], clients["state store"]
+        found, broadcast_error = _consumers(settings, consumers)
+        now_s = clock()
+        for lane in selected:
+            depth, age_s = read_lane(broker, state, lane, now_s=now_s)
+            nodes = None if found is None else found.get(lane, [])
+            state_of_lane = LaneState(lane, depth, age_s, lane_threshold_s(settings, lane), nodes)
+            report.lanes.append(state_of_lane)
+            report.checks.extend(_lane_checks(state_of_lane, broadcast_error))
+        if worker is not None:
+            report.checks.append(_worker_check(worker, selected, found, broadcast_error))
+        if accounts:
+            report.accounts = read_accounts(state)
+            report.checks.extend(_account_check(status) for status in report.accounts)
+        return report
+    except (RedisError, OSError) as error:
+        # Redis went away between the ping and the reads.
+        report.checks.append(Check("redis", "redis", False, f"Redis failed: {_describe(error)}"))
+        return report
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def _clients(settings: Settings) -> dict[str, redis.Redis]:
+    urls = {
+        "broker": settings.broker_url.get_secret_value(),
+        "result backend": settings.result_backend_url.get_secret_value(),
+        "state store": settings.state_redis_url.get_secret_value(),
+    }
+    return {
+        role: redis.Redis.from_url(
+            url, socket_connect_timeout=_REDIS_TIMEOUT_S, socket_timeout=_REDIS_TIMEOUT_S
+        )
+        for role, url in urls.items()
+    }
+
+
+def _check_redis(report: HealthReport, clients: dict[str, redis.Redis]) -> None:
+    for role, client in clients.items():
+        try:
+            client.ping()
+        except (RedisError, OSError) as error:
+            reason = f"Redis ({role}) does not answer: {_describe(error)}"
+            report.checks.append(Check("redis", role, False, reason))
+        else:
+            report.checks.append(Check("redis", role, True, f"Redis ({role}) answers"))
+
+
+def _describe(error: Exception) -> str:
+    # The class and the text (redis-py and kombu name host and port, not the password),
+    # redacted all the same: this text goes to healthcheck logs and metrics.
+    return redact(f"{type(error).__name__}: {error}")
+
+
+def _consumers(
+    settings: Settings, consumers: Callable[[float], Consumers] | None
+) -> tuple[Consumers | None, str | None]:
+    if consumers is not None:
+        try:
+            return consumers(settings.health_timeout_s), None
+        except Exception as error:  # any broker failure is a verdict, not a crash
+            return None, _describe(error)
+    from config.settings import get_settings
+    from worker import app as celery_app
+
+    # The process's app when these are the process's settings, else one on their broker.
+    own = settings is get_settings()
+    app = celery_app.app if own else celery_app.create_app(settings)
+    try:
+        return inspect_consumers(app, settings.health_timeout_s), None
+    except Exception as error:  # any broker failure is a verdict, not a crash
+        return None, _describe(error)
+    finally:
+        if not own:
+            app.close()
+
+
+def _lane_checks(lane: LaneState, broadcast_error: str | None) -> Iterable[Check]:
+    name = lane.lane
+    if lane.consumers is None:
+        yield Check(
+            "consumers", name, False, f"lane {name}: could not ask workers ({broadcast_error})"
+        )
+    elif lane.depth and not lane.consumers:
+        yield Check(
+            "consumers",
+            name,
+            False,
+            f"lane {name}: {lane.depth} queued job(s) and no worker consumes it",
+        )
+    else:
+        yield Check(
+            "consumers", name, True, f"lane {name}: {len(lane.consumers)} worker(s) consume it"
+        )
+    age = lane.oldest_age_s
+    if age is not None and age > lane.threshold_s:
+        reason = (
+            f"lane {name}: the oldest queued job has waited {age:.0f}s, "
+            f"more than {lane.threshold_s:.0f}s"
+        )
+        yield Check("queue_age", name, False, reason)
+    else:
+        waited = "nothing queued" if age is None else f"the oldest queued job has waited {age:.0f}s"
+        yield Check("queue_age", name, True, f"lane {name}: {waited}")
+
+
+def _worker_check(
+    node: str, lanes: list[str], found: Consumers | None, broadcast_error: str | None
+) -> Check:
+    if found is None:
+        return Check("worker", node, False, f"worker {node}: could not ask ({broadcast_error})")
+    missing = [lane for lane in lanes if node not in found.get(lane, [])]
+    if not any(node in nodes for nodes in found.values()):
+        return Check("worker", node, False, f"worker {node} does not answer")
+    if missing:
+        return Check("worker", node, False, f"worker {node} does not consume {', '.join(missing)}")
+    return Check("worker", node, True, f"worker {node} consumes {', '.join(lanes)}")
+
+
+def _account_check(status: AccountStatus) -> Check:
+    name = status.account
+    if status.status == "failing":
+        at = datetime.fromtimestamp(status.at_s).astimezone().isoformat(timespec="seconds")
+        reason = (
+            f"account {name} is failing permanently (last refusal {at}): "
+            f"{status.error_class}: {status.reason}"
+        )
+        return Check("account", name, False, reason)
+    return Check("account", name, True, f"account {name}: last send went through")
