@@ -484,8 +484,10 @@ class AccountStore:
 
         Raises:
             AccountNotFound: No such account.
-            AccountConflict: It is provisioned, linked to identity stores (named), or the
-                default account and ``force`` is not given.
+            AccountConflict: It is provisioned, linked to identity stores (named), named by
+                ``SMSGW_DEFAULT_ACCOUNT`` (even with ``force``: that cannot be cleared here,
+                and jobs would fall back to it), or the stored default and ``force`` is not
+                given.
         """
 
         def plan(view: AccountView) -> tuple[list[str], list[_Write]]:
