@@ -10,8 +10,13 @@ A private ``redis-server`` holds 50 stored accounts (each with an encrypted pass
 3. ``cached_while_changing``: the same for 3 s while another client modifies an account 10
    times a second, so the cache reloads about once a second.
 
+4. ``many_stores``: 1,000 and 10,000 identity stores (``--stores``): cached resolutions per
+   second, and the time of one store lookup in a view (a name index built once per view)
+   against the earlier way, rebuilding and sorting the store list on every lookup.
+
 Reports resolutions per second, Redis commands per resolution (from ``INFO stats``; phases 1
-and 2), reloads per second (phase 3) and the ratio cached / naive.
+and 2), reloads per second (phase 3), the ratio cached / naive, and per phase-4 size the
+lookup times and their ratio.
 
 Usage: ``python -m benchmarks.account_resolution [--count N]``; prints JSON and merges it
 into ``benchmarks/results/latest.json``.
@@ -30,15 +35,17 @@ from typing import Any
 from redis.asyncio import Redis
 
 from benchmarks.common import record
-from config.settings import Settings
+from config.settings import IdentityStoreLink, Settings
 from gateways.models import GatewayAccount
 from worker.account_cache import CachedAccounts
-from worker.account_store import AccountStore
+from worker.account_store import AccountStore, AccountView, IdentityStore
 from worker.crypto import Cipher, generate_key
+from worker.keys import identity_stores_key
 from worker.redis_server import RedisServer
 
 ACCOUNTS = 50
 CHANGING_S = 3.0
+LOOKUPS = 200
 
 
 async def _commands(client: Redis) -> int:
@@ -124,12 +131,65 @@ async def _run(url: str, count: int) -> dict[str, Any]:
     return figures
 
 
+def _rebuilt_lookup(view: AccountView, name: str) -> IdentityStore | None:
+    """The earlier lookup, as the baseline: rebuild and sort every store, then scan."""
+    found = [
+        IdentityStore(n, link.account, link.default_region, "stored")
+        for n, link in view.snapshot.stores.items()
+    ]
+    return next((s for s in sorted(found, key=lambda s: s.name) if s.name == name), None)
+
+
+def _per_lookup_us(lookup: Callable[[str], object], names: list[str]) -> float:
+    started = time.perf_counter()
+    for name in names:
+        assert lookup(name) is not None
+    return round((time.perf_counter() - started) / len(names) * 1e6, 2)
+
+
+async def _many_stores(url: str, count: int, stores: int) -> dict[str, Any]:
+    client: Redis = Redis.from_url(url, decode_responses=True)
+    await client.flushdb()
+    store = AccountStore(client, Settings(), Cipher([generate_key()]))
+    await _fill(store)
+    async with client.pipeline(transaction=False) as pipe:
+        for index in range(ACCOUNTS, stores):
+            link = IdentityStoreLink(account=f"account-{index % ACCOUNTS}", default_region="GB")
+            pipe.hset(identity_stores_key(), f"store-{index}", link.model_dump_json())
+        await pipe.execute()
+    await store.set_default("account-0")  # bumps the version: the cache reads it all
+    cache = CachedAccounts(store)
+    names = [f"store-{(index * 7919) % stores}" for index in range(count)]
+    await cache.resolve(None, names[0])  # the first read of the snapshot, not measured
+    started = time.perf_counter()
+    for name in names:
+        await cache.resolve(None, name)
+    elapsed = time.perf_counter() - started
+    view = await cache.view()
+    indexed = _per_lookup_us(view.store, names[:LOOKUPS])
+    rebuilt = _per_lookup_us(lambda name: _rebuilt_lookup(view, name), names[:LOOKUPS])
+    await client.aclose()
+    return {
+        "stores": stores,
+        "cached_resolutions_per_s": round(count / elapsed, 1),
+        "store_lookup_us": indexed,
+        "rebuilt_lookup_us": rebuilt,
+        "rebuilt_vs_indexed": round(rebuilt / indexed, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="resolutions per phase")
+    parser.add_argument(
+        "--stores", type=int, nargs="+", default=[1_000, 10_000], help="phase 4 store counts"
+    )
     args = parser.parse_args()
     with RedisServer() as server:
         figures = asyncio.run(_run(server.url(0), args.count))
+        figures["many_stores"] = [
+            asyncio.run(_many_stores(server.url(1), args.count, stores)) for stores in args.stores
+        ]
     figures = {"account_resolution": {"count": args.count, "accounts": ACCOUNTS, **figures}}
     record(figures)
     print(json.dumps(figures, indent=2))

@@ -20,12 +20,19 @@ from gateways.base import GENERIC_FIELDS
 from gateways.models import GatewayAccount
 from gateways.registry import gateway_names, load_gateway
 from worker.account_cache import CachedAccounts
-from worker.account_io import AccountsFile, export_document, import_document
+from worker.account_io import (
+    AccountsFile,
+    export_document,
+    import_document,
+    load_document,
+    referenced_variables,
+)
 from worker.account_store import (
     AccountConflict,
     AccountNotFound,
     AccountStore,
     AccountUnreadable,
+    IdentityStore,
     InvalidAccount,
     SecretsNeedKey,
 )
@@ -471,7 +478,6 @@ async def test_concurrent_delete_and_link_never_leave_a_dangling_link(
 ) -> None:
     # Given, round after round, an account that one operator deletes while another links a
     # new identity store to it, at the same moment
-    outcomes = set()
     for round_ in range(30):
         await store.create(vonage("contested"))
         deleted, linked = await asyncio.gather(
@@ -487,11 +493,8 @@ async def test_concurrent_delete_and_link_never_leave_a_dangling_link(
             assert isinstance(deleted, AccountConflict) and link is not None
             await store.delete_store(f"s{round_}")
             await store.delete("contested")
-            outcomes.add("linked first")
         else:
             assert deleted == [] and isinstance(linked, AccountNotFound) and link is None
-            outcomes.add("deleted first")
-    assert outcomes  # the rounds ran; which order won depends on scheduling
 
 
 async def test_import_names_typos_and_warns_about_secrets_in_clear(store: AccountStore) -> None:
@@ -509,3 +512,162 @@ async def test_import_names_typos_and_warns_about_secrets_in_clear(store: Accoun
     assert "password is written in clear" in warning
     assert "${SMSGW_ACCOUNT_MAIN_PASSWORD}" in warning
     assert PASSWORD not in warning
+
+
+# --- read-modify-write, atomic import, the effective default -------------------------------
+
+
+async def test_concurrent_modifications_of_different_fields_are_all_kept(
+    store: AccountStore,
+) -> None:
+    # Given an account two operators change at the same moment, each a different field
+    await store.create(vonage())
+    for round_ in range(20):
+        await asyncio.gather(
+            store.modify("main", {"sender": f"S{round_}"}),
+            store.modify("main", {"rate_per_s": round_ + 1}),
+            store.modify("main", {"password": f"pw-{round_}"}),
+        )
+        # Then no change overwrote another with the value it had read before
+        account = (await store.view()).account("main")
+        assert (account.sender, account.rate_per_s) == (f"S{round_}", round_ + 1)
+        assert account.secret("password") == f"pw-{round_}"
+
+
+def two_accounts_and(**extra: Any) -> AccountsFile:
+    return AccountsFile.model_validate(
+        {
+            "accounts": [
+                vonage("a1").model_dump(mode="json") | {"password": PASSWORD},
+                *extra.pop("accounts", []),
+            ],
+            **extra,
+        }
+    )
+
+
+async def test_an_import_that_fails_late_writes_nothing(async_redis: Redis) -> None:
+    # Given SMSGW_ACCOUNTS provisions "env-acct"
+    provisioned = [vonage("env-acct").model_dump(mode="json") | {"password": PASSWORD}]
+    store = make_store(async_redis, Cipher([KEY]), accounts=provisioned)
+    # When a file holds a valid account, then a store with a bad region / Then nothing is kept
+    bad_region = two_accounts_and(identity_stores=[{"name": "s", "default_region": "XX"}])
+    with pytest.raises(InvalidAccount, match=r"identity store 's'.*'XX' is not an ISO 3166"):
+        await import_document(store, bad_region, {})
+    # When a valid account comes before one named like a provisioned account / Then the same
+    clash = two_accounts_and(
+        accounts=[vonage("env-acct").model_dump(mode="json") | {"password": PASSWORD}]
+    )
+    with pytest.raises(AccountConflict, match="'env-acct' comes from SMSGW_ACCOUNTS"):
+        await import_document(store, clash, {})
+    assert await async_redis.keys("*") == []
+
+
+async def test_an_import_is_one_change_for_the_workers(store: AccountStore) -> None:
+    await store.create(vonage("seed"))
+    version = int(await store.version() or 0)
+    report = await import_document(store, example_document(), ENVIRON)
+    assert report.changed and int(await store.version() or 0) == version + 1
+
+
+async def test_the_environment_default_cannot_be_deleted(async_redis: Redis) -> None:
+    # Given SMSGW_DEFAULT_ACCOUNT names a stored account
+    store = make_store(async_redis, Cipher([KEY]), default_account="main")
+    await store.create(vonage())
+    await store.create(vonage("spare"))
+    # When it is deleted, even with --force / Then it is refused: it can't be cleared here
+    for force in (False, True):
+        with pytest.raises(AccountConflict, match="SMSGW_DEFAULT_ACCOUNT names it"):
+            await store.delete("main", force=force)
+    assert "main" in (await store.view()).account_names()
+    # And while a stored default overrides it, it is still refused (the fallback would dangle)
+    await store.set_default("spare")
+    with pytest.raises(AccountConflict, match="SMSGW_DEFAULT_ACCOUNT names it"):
+        await store.delete("main")
+    # And deleting the stored default falls back to the environment's, and says so
+    [warning] = await store.delete("spare", force=True)
+    assert "now use 'main' (SMSGW_DEFAULT_ACCOUNT)" in warning
+
+
+async def test_link_with_a_bad_region_changes_nothing(store: AccountStore) -> None:
+    await store.create(vonage())
+    await store.create(vonage("second"))
+    await store.create_store("corp", account="main", default_region="GB")
+    with pytest.raises(InvalidAccount, match="'XX' is not an ISO 3166"):
+        await store.link("corp", "second", default_region="XX")
+    assert (await store.view()).store("corp") == IdentityStore("corp", "main", "GB")
+    linked = await store.link("corp", "second", default_region="de")
+    assert linked == IdentityStore("corp", "second", "DE")
+    assert (await store.link("corp", "main")).default_region == "DE"
+
+
+# --- a lost key: repair by replacing the secrets, backups without the key -------------------
+
+
+async def test_an_account_the_key_cannot_open_can_be_repaired(async_redis: Redis) -> None:
+    # Given an account written with a key that is lost
+    await make_store(async_redis, Cipher([generate_key()])).create(
+        vonage(proxy_host_name="p", proxy_password=PROXY_PASSWORD)
+    )
+    store = make_store(async_redis, Cipher([KEY]))
+    # When modified without replacing every secret / Then it is refused, saying why
+    with pytest.raises(AccountUnreadable, match="cannot be decrypted"):
+        await store.modify("main", {"password": "new-pw"})
+    # When every secret is replaced / Then it is readable again with the other fields kept
+    repaired = await store.modify("main", {"password": "new-pw", "proxy_password": "new-px"})
+    again = (await store.view()).account("main")
+    assert again == repaired and (again.sender, again.proxy_host_name) == ("Acme", "p")
+    assert again.secret("proxy_password") == "new-px"
+    # And a re-import over an unreadable account replaces it ("updated")
+    lost = make_store(async_redis, Cipher([generate_key()]))
+    await lost.modify("main", {"password": "x", "proxy_password": "y"})
+    report = await import_document(store, two_accounts_and(), {})
+    assert report.accounts == {"a1": "created"}
+    document = AccountsFile.model_validate(
+        {"accounts": [vonage().model_dump(mode="json") | {"password": PASSWORD}]}
+    )
+    assert (await import_document(store, document, {})).accounts == {"main": "updated"}
+    assert (await store.view()).account("main").secret("password") == PASSWORD
+
+
+async def test_export_needs_no_key(async_redis: Redis, store: AccountStore) -> None:
+    await store.create(vonage(proxy_host_name="p", proxy_password=PROXY_PASSWORD))
+    await store.create(GatewayAccount(name="open", gateway="webhook", url="http://x.test"))
+    for cipher in (None, Cipher([generate_key()])):
+        exported = export_document(await make_store(async_redis, cipher).view())
+        main, open_ = exported["accounts"]
+        assert main["password"] == "${SMSGW_ACCOUNT_MAIN_PASSWORD}"
+        assert main["proxy_password"] == "${SMSGW_ACCOUNT_MAIN_PROXY_PASSWORD}"
+        assert main["sender"] == "Acme" and "password" not in open_
+
+
+async def test_export_gives_accounts_with_similar_names_their_own_variables(
+    async_redis: Redis, store: AccountStore
+) -> None:
+    # Given accounts whose names differ only in punctuation or case
+    names = ["main-vonage", "main.vonage", "Main_Vonage", "other"]
+    for index, name in enumerate(names):
+        await store.create(vonage(name, password=f"pw-{index}"))
+    # When exported / Then each secret has its own variable, and the names stay readable
+    exported = export_document(await store.view())
+    variables = {a["name"]: a["password"][2:-1] for a in exported["accounts"]}
+    assert len(set(variables.values())) == len(names)
+    assert variables["other"] == "SMSGW_ACCOUNT_OTHER_PASSWORD"
+    assert all(
+        v.startswith("SMSGW_ACCOUNT_MAIN_VONAGE_") for n, v in variables.items() if "ain" in n
+    )
+    assert referenced_variables(exported) == sorted(variables.values())
+    # And the export, imported with those variables, gives each account its own password
+    await async_redis.flushdb()
+    environ = {variables[name]: f"pw-{index}" for index, name in enumerate(names)}
+    await import_document(store, AccountsFile.model_validate(exported), environ)
+    view = await store.view()
+    assert [view.account(n).secret("password") for n in names] == [f"pw-{i}" for i in range(4)]
+
+
+def test_a_yaml_error_never_shows_the_offending_line(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text('accounts:\n  - name: main\n    password: "Sup3rS3cret\n')
+    with pytest.raises(InvalidAccount, match=r"not valid YAML.*line \d+, column \d+") as caught:
+        load_document(path)
+    assert "Sup3rS3cret" not in str(caught.value)

@@ -339,6 +339,17 @@ def test_missing_variable_on_import_is_named(cli: Settings, tmp_path: Path) -> N
     assert "account 'main', field password: environment variable NOT_SET_5512" in result.stderr
 
 
+def test_a_file_that_is_not_yaml_is_refused_without_printing_its_lines(
+    cli: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(f'accounts:\n  - name: main\n    password: "{WRONG_SECRET}\n')
+    result = run("accounts", "import", str(path))
+    assert result.exit_code == EXIT_INVALID
+    assert "not valid YAML (found unexpected end of stream, line 4, column 1)" in result.stderr
+    assert_no_secret(result.stdout, result.stderr)
+
+
 def test_keys_rotate_re_encrypts_and_the_old_key_can_go(
     redis_url: str, redis_client: redis.Redis, sandbox: SandboxServer
 ) -> None:
@@ -377,3 +388,35 @@ def test_provider_options_are_validated_by_the_type(cli: Settings) -> None:
     assert good.exit_code == EXIT_OK, good.output
     assert json.loads(good.stdout)["account"]["options"] == {"messaging_service_sid": sid}
     assert "Tw!token-8812" not in good.output
+
+
+def test_link_with_a_bad_region_links_nothing(cli: Settings, sandbox: SandboxServer) -> None:
+    assert create_vonage(sandbox, "main").exit_code == EXIT_OK
+    assert create_vonage(sandbox, "spare").exit_code == EXIT_OK
+    assert run("stores", "create", "corp", "--account", "main").exit_code == EXIT_OK
+    refused = run("stores", "link", "corp", "spare", "--region", "XX")
+    assert refused.exit_code == EXIT_INVALID and "not an ISO 3166 region" in refused.stderr
+    assert json.loads(run("stores", "show", "corp", "--json").stdout)["account"] == "main"
+    linked = run("stores", "link", "corp", "spare", "--region", "ie", "--json")
+    assert (json.loads(linked.stdout)["account"], json.loads(linked.stdout)["default_region"]) == (
+        "spare",
+        "IE",
+    )
+
+
+def test_a_non_geographic_test_number_is_named_as_such(
+    cli: Settings, sandbox: SandboxServer, redis_url: str
+) -> None:
+    # Given an account limited to GB, and toll-free numbers allowed as recipients
+    with override_settings(
+        state_redis_url=redis_url,
+        secret_key=KEY,
+        allowed_number_types=frozenset({"MOBILE", "TOLL_FREE"}),
+    ):
+        create_vonage(sandbox, "main", SANDBOX_SECRET, "--countries", "GB")
+        # When tested with an international freephone number (+800, no country)
+        outside = run("accounts", "test", "main", "--to", "+80012345678")
+    # Then it is refused as a number of no known country (not "a number of 001")
+    assert outside.exit_code == 2
+    assert "a number of no known country; account 'main' sends only to GB" in outside.output
+    assert sandbox.state.messages(provider="vonage") == []

@@ -408,7 +408,11 @@ async def test_a_stored_accounts_countries_and_bulk_share_apply(
     async_redis: Redis, http_session: aiohttp.ClientSession, sandbox: SandboxServer, cipher: Cipher
 ) -> None:
     # Given a stored default account that may send to Great Britain only, bulk at 10 %
-    with override_settings(retry_base_s=0.5, max_inline_wait_s=0.5) as settings:
+    # (toll-free numbers allowed, so a number of no country reaches the allow-list)
+    allowed = frozenset({"MOBILE", "TOLL_FREE"})
+    with override_settings(
+        retry_base_s=0.5, max_inline_wait_s=0.5, allowed_number_types=allowed
+    ) as settings:
         accounts = AccountStore(async_redis, settings, cipher)
         fields = vonage_account(sandbox, name="gb-only", countries=["GB"], bulk_share=0.1)
         await accounts.create(GatewayAccount.model_validate(fields))
@@ -420,10 +424,12 @@ async def test_a_stored_accounts_countries_and_bulk_share_apply(
             accounts=CachedAccounts(accounts),
             cipher=cipher,
         )
-        # When a job goes to a British and a German number
-        german = "+4915123456789"
+        # When a job goes to a British, a German and an international freephone number
+        german, freephone = "+4915123456789", "+80012345678"
         record = await store(
-            async_redis, cipher, ShortMessage(message="hello", phone_numbers=[ALICE, german])
+            async_redis,
+            cipher,
+            ShortMessage(message="hello", phone_numbers=[ALICE, german, freephone]),
         )
         result = await finish(dispatcher, record.id)
     # Then only the British number was sent; the German one is refused with the reason
@@ -434,6 +440,9 @@ async def test_a_stored_accounts_countries_and_bulk_share_apply(
     assert refused.status == DeliveryStatus.FAILED_PERMANENT
     assert refused.error_class == "CountryNotAllowed"
     assert refused.reason == "a number of DE; account 'gb-only' sends only to GB"
+    assert by_number[freephone].reason == (
+        "a number of no known country; account 'gb-only' sends only to GB"
+    )
     assert result.account == "gb-only"
     # And the bulk lane's share of the account's rate is the account's own, not the setting
     account = (await accounts.view()).account("gb-only")

@@ -10,12 +10,13 @@ Export never writes a secret in clear: each one becomes a reference
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,12 +24,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateways.models import GatewayAccount
 from worker.account_store import (
     SECRET_FIELDS,
-    AccountNotFound,
     AccountStore,
     AccountView,
+    IdentityStore,
     InvalidAccount,
+    Outcome,
     build_account,
-    validate_account,
+    stored_fields,
+    stored_secrets,
 )
 
 __all__ = [
@@ -38,11 +41,11 @@ __all__ = [
     "export_document",
     "import_document",
     "load_document",
+    "referenced_variables",
     "secret_variable",
 ]
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-Outcome = Literal["created", "updated", "unchanged"]
 
 
 class StoreEntry(BaseModel):
@@ -99,7 +102,7 @@ def load_document(path: Path) -> AccountsFile:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise InvalidAccount(f"{path}: not valid YAML ({error})") from None
+        raise InvalidAccount(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     try:
         return AccountsFile.model_validate(data or {})
     except ValidationError as error:
@@ -109,10 +112,50 @@ def load_document(path: Path) -> AccountsFile:
         raise InvalidAccount(f"{path}: {problems}") from None
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, never the offending line itself (it may hold a secret)."""
+    problem = getattr(error, "problem", None) or "cannot be parsed"
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem}, line {mark.line + 1}, column {mark.column + 1}"
+
+
 def secret_variable(account: str, secret: str) -> str:
     """The environment variable an export refers to for one secret of one account."""
-    name = re.sub(r"[^A-Za-z0-9]+", "_", account).strip("_").upper()
-    return f"SMSGW_ACCOUNT_{name}_{secret.upper()}"
+    return f"SMSGW_ACCOUNT_{_variable_stem(account)}_{secret.upper()}"
+
+
+def _variable_stem(account: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", account).strip("_").upper()
+
+
+def _variable_stems(accounts: list[str]) -> dict[str, str]:
+    """Each account's part of its secrets' variable names, unique among ``accounts``.
+
+    Names that differ only in case or punctuation (``main-vonage``, ``Main.Vonage``) would
+    share one variable, so each of those gets a short digest of its exact name appended.
+    """
+    by_stem: dict[str, list[str]] = {}
+    for name in accounts:
+        by_stem.setdefault(_variable_stem(name), []).append(name)
+    stems: dict[str, str] = {}
+    for stem, names in by_stem.items():
+        for name in names:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:6].upper()
+            stems[name] = stem if len(names) == 1 else f"{stem}_{digest}"
+    return stems
+
+
+def referenced_variables(document: Mapping[str, Any]) -> list[str]:
+    """The environment variables an exported document's secrets refer to, sorted."""
+    return sorted(
+        match.group(1)
+        for account in document.get("accounts", [])
+        for secret in SECRET_FIELDS
+        if isinstance(account.get(secret), str)
+        and (match := _REFERENCE.fullmatch(account[secret])) is not None
+    )
 
 
 def _expand(account: str, fields: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -162,8 +205,8 @@ async def import_document(
 ) -> ImportReport:
     """Create or update what the file describes; unchanged items are left alone.
 
-    Every account is built, its references expanded and checked against its gateway type
-    before the first write, so a bad file changes nothing.
+    Every account is built, its references expanded and checked against its gateway type,
+    then everything is written in one transaction: a bad file changes nothing.
 
     Raises:
         InvalidAccount: A problem in the file (names the account, field, variable).
@@ -173,27 +216,9 @@ async def import_document(
     environ = os.environ if environ is None else environ
     report = ImportReport()
     accounts = _prepare(document, environ, report)
-    for account in accounts:
-        validate_account(account, store.settings.gateways_enabled)
-    view = await store.view()
-    known = set(view.account_names()) | {a.name for a in accounts}
-    wanted = [(s.account, f"identity store {s.name!r}") for s in document.identity_stores]
-    for name, where in [*wanted, (document.default, "the default")]:
-        if name is not None and name not in known:
-            raise AccountNotFound(f"{where}: gateway account {name!r} exists nowhere")
-    for account in accounts:
-        report.accounts[account.name] = await store.put(account)
-    for entry in document.identity_stores:
-        report.stores[entry.name] = await store.put_store(
-            entry.name, account=entry.account, default_region=entry.default_region
-        )
-    if document.default is not None:
-        current = (await store.snapshot()).default
-        if current == document.default:
-            report.default = "unchanged"
-        else:
-            await store.set_default(document.default)
-            report.default = "updated" if current else "created"
+    stores = [IdentityStore(s.name, s.account, s.default_region) for s in document.identity_stores]
+    done = await store.put_all(accounts, stores, document.default)
+    report.accounts, report.stores, report.default = done.accounts, done.stores, done.default
     return report
 
 
@@ -204,18 +229,18 @@ def export_document(view: AccountView, *, omit_secrets: bool = False) -> dict[st
     where they come from.
     """
     accounts: list[dict[str, Any]] = []
-    for name, source in view.account_names().items():
-        if source != "stored":
-            continue
-        account = view.account(name)
+    stored = {name: view.snapshot.accounts[name] for name in sorted(view.snapshot.accounts)}
+    stems = _variable_stems(list(stored))
+    for name, raw in stored.items():
+        # No decryption: a backup works without the key (or with a wrong one).
+        account = GatewayAccount.model_validate(stored_fields(raw))
         fields = account.model_dump(
             mode="json", exclude=set[str](SECRET_FIELDS), exclude_none=True, exclude_defaults=True
         )
         fields = {"name": account.name, "gateway": account.gateway, **fields}
         if not omit_secrets:
-            for secret in SECRET_FIELDS:
-                if account.secret(secret) is not None:
-                    fields[secret] = f"${{{secret_variable(name, secret)}}}"
+            for secret in stored_secrets(raw):
+                fields[secret] = f"${{SMSGW_ACCOUNT_{stems[name]}_{secret.upper()}}}"
         accounts.append(fields)
     stores = [
         {

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, TypeVar
 
-import phonenumbers
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -42,6 +42,7 @@ from worker.keys import (
     accounts_version_key,
     identity_stores_key,
 )
+from worker.validation import known_region
 
 __all__ = [
     "SECRET_FIELDS",
@@ -53,14 +54,19 @@ __all__ = [
     "AccountView",
     "IdentityStore",
     "InvalidAccount",
+    "Outcome",
+    "PutOutcomes",
     "SecretsNeedKey",
     "Snapshot",
     "Source",
+    "stored_fields",
+    "stored_secrets",
     "validate_account",
 ]
 
 SECRET_FIELDS: tuple[Literal["password", "proxy_password"], ...] = ("password", "proxy_password")
 Source = Literal["stored", "environment"]
+Outcome = Literal["created", "updated", "unchanged"]
 
 _KEY_HINT = (
     "generate a key with `smsgw keys generate` and set SMSGW_SECRET_KEY (the same key for "
@@ -117,6 +123,15 @@ class Snapshot:
     default: str | None
 
 
+@dataclass
+class PutOutcomes:
+    """What :meth:`AccountStore.put_all` did, per account and store, and to the default."""
+
+    accounts: dict[str, Outcome] = field(default_factory=dict)
+    stores: dict[str, Outcome] = field(default_factory=dict)
+    default: Outcome | None = None
+
+
 def validate_account(account: GatewayAccount, enabled: frozenset[str] | None) -> None:
     """Check ``account`` against its gateway type's metadata (built-in or plugin).
 
@@ -132,7 +147,7 @@ def validate_account(account: GatewayAccount, enabled: frozenset[str] | None) ->
         cls.check_account(account)
     except ConfigurationError as error:
         raise InvalidAccount(str(error)) from None
-    unknown = [c for c in account.countries if c not in phonenumbers.SUPPORTED_REGIONS]
+    unknown = [c for c in account.countries if known_region(c) is None]
     if unknown:
         raise InvalidAccount(
             f"account {account.name!r}: unknown country code(s) {', '.join(unknown)} "
@@ -201,6 +216,16 @@ def decode_account(name: str, raw: str, cipher: Cipher | None) -> GatewayAccount
     return GatewayAccount.model_validate(fields)
 
 
+def stored_secrets(raw: str) -> tuple[str, ...]:
+    """The names of the secrets a stored account holds, read without decrypting them."""
+    return tuple(json.loads(raw).get("secrets", {}))
+
+
+def stored_fields(raw: str) -> dict[str, Any]:
+    """A stored account's plain fields (no secrets), read without decrypting anything."""
+    return dict(json.loads(raw)["fields"])
+
+
 def _next_version(current: str | None) -> str:
     # A fresh start (new or flushed database) begins at a random number, so a worker that
     # cached version N of an earlier database cannot mistake a new version N for it.
@@ -264,25 +289,30 @@ class AccountView:
         self._decoded[name] = found
         return found
 
+    @cached_property
+    def _stores_by_name(self) -> dict[str, IdentityStore]:
+        # Built once per view: a job naming a store looks it up here, per message.
+        found = {
+            name: IdentityStore(name, link.account, link.default_region, "stored")
+            for name, link in self.snapshot.stores.items()
+        }
+        found.update(
+            (name, IdentityStore(name, link.account, link.default_region, "environment"))
+            for name, link in self.provisioned.stores.items()
+        )
+        return dict(sorted(found.items()))
+
     def stores(self) -> list[IdentityStore]:
         """Every identity store, stored and provisioned, by name."""
-        found = [
-            IdentityStore(name, link.account, link.default_region, "environment")
-            for name, link in self.provisioned.stores.items()
-        ]
-        found += [
-            IdentityStore(name, link.account, link.default_region, "stored")
-            for name, link in self.snapshot.stores.items()
-        ]
-        return sorted(found, key=lambda store: store.name)
+        return list(self._stores_by_name.values())
 
     def store(self, name: str) -> IdentityStore | None:
         """Identity store ``name``, or ``None``."""
-        return next((s for s in self.stores() if s.name == name), None)
+        return self._stores_by_name.get(name)
 
     def linked_stores(self, account: str) -> list[str]:
         """The identity stores linked to ``account``."""
-        return [s.name for s in self.stores() if s.account == account]
+        return [s.name for s in self._stores_by_name.values() if s.account == account]
 
     def resolve(self, account: str | None, identity_store: str | None) -> ResolvedAccount:
         """Explicit account > the identity store's linked account > the default account.
@@ -333,6 +363,11 @@ class AccountStore:
             replies = await pipe.execute()
         return _snapshot(replies)
 
+    async def stored_store(self, name: str) -> IdentityStoreLink | None:
+        """Stored identity store ``name`` alone (one ``HGET``), or ``None``."""
+        raw = await self.redis.hget(identity_stores_key(), name)
+        return IdentityStoreLink.model_validate_json(raw) if raw is not None else None
+
     async def version(self) -> str | None:
         """The current version (changes with every write)."""
         value = await self.redis.get(accounts_version_key())
@@ -366,48 +401,81 @@ class AccountStore:
     async def modify(self, name: str, changes: dict[str, Any]) -> GatewayAccount:
         """Change fields of a stored account (``None`` clears a field); the new account.
 
+        Read, merge, check and write happen in one watched transaction, so two operators
+        changing different fields at once both keep their change. An account the key cannot
+        open may still be changed when every secret it holds is replaced (the repair after
+        a lost key).
+
         Raises:
-            AccountNotFound, AccountConflict (provisioned), InvalidAccount, SecretsNeedKey.
+            AccountNotFound, AccountConflict (provisioned), InvalidAccount, SecretsNeedKey,
+            AccountUnreadable (its secrets cannot be opened and not all are replaced).
         """
         if "name" in changes and changes["name"] != name:
             raise InvalidAccount("an account cannot be renamed; create a new one and relink")
-        current = (await self.view()).account(name) if await self._is_stored(name) else None
-        if current is None:
-            await self._refuse_provisioned(name)
-            raise AccountNotFound(f"gateway account {name!r} does not exist")
-        merged = {**_plain(current), **changes}
-        updated = build_account(merged)
-        await self.put(updated, expect_existing=True)
-        return updated
+        enabled = self.settings.gateways_enabled
 
-    async def put(
-        self, account: GatewayAccount, *, expect_existing: bool | None = None
-    ) -> Literal["created", "updated", "unchanged"]:
-        """Create or replace a stored account (import); says which happened.
+        def plan(view: AccountView) -> tuple[GatewayAccount, list[_Write]]:
+            source = view.source(name)
+            if source is None:
+                raise AccountNotFound(f"gateway account {name!r} does not exist")
+            if source == "environment":
+                raise _provisioned(name)
+            updated = build_account({**_current_fields(view, name, changes), **changes})
+            validate_account(updated, enabled)
+            return updated, [_hset_account(name, encode_account(updated, self.cipher))]
 
-        Args:
-            account: The whole account.
-            expect_existing: ``True``: it must exist; ``None``: either.
+        return await self._change(plan)
+
+    async def put_all(
+        self,
+        accounts: Sequence[GatewayAccount],
+        stores: Sequence[IdentityStore],
+        default: str | None,
+    ) -> PutOutcomes:
+        """Create or replace accounts, identity stores and the default as given (import).
+
+        Everything is checked, then written in one transaction with one version bump: a
+        problem anywhere writes nothing, and workers never see half of it. Items that
+        already hold the same values are left alone (``unchanged``).
 
         Raises:
-            AccountConflict: The name is provisioned.
-            InvalidAccount, SecretsNeedKey: As for :meth:`create`.
+            AccountConflict: An account or store is provisioned (read-only here).
+            AccountNotFound: A store or the default names an account that exists nowhere.
+            InvalidAccount, SecretsNeedKey: As for :meth:`create`; a bad store region.
         """
-        validate_account(account, self.settings.gateways_enabled)
+        for account in accounts:
+            validate_account(account, self.settings.gateways_enabled)
+        wanted = [
+            IdentityStore(
+                s.name, s.account, _region(s.default_region, f"identity store {s.name!r}: ")
+            )
+            for s in stores
+        ]
 
-        def plan(
-            view: AccountView,
-        ) -> tuple[Literal["created", "updated", "unchanged"], list[_Write]]:
-            source = view.source(account.name)
-            if source == "environment":
-                raise _provisioned(account.name)
-            if source is None and expect_existing:
-                raise AccountNotFound(f"gateway account {account.name!r} does not exist")
-            if source == "stored" and _same(view.account(account.name), account):
-                return "unchanged", []
-            encoded = encode_account(account, self.cipher)
-            outcome: Literal["created", "updated"] = "updated" if source else "created"
-            return outcome, [lambda p: p.hset(accounts_key(), account.name, encoded)]
+        def plan(view: AccountView) -> tuple[PutOutcomes, list[_Write]]:
+            outcomes = PutOutcomes()
+            writes: list[_Write] = []
+            for account in accounts:
+                outcome, write = self._put_account(view, account)
+                outcomes.accounts[account.name] = outcome
+                writes += write
+            known = set(view.account_names()) | {a.name for a in accounts}
+            for store in wanted:
+                outcome, write = _put_store(view, store, known)
+                outcomes.stores[store.name] = outcome
+                writes += write
+            if default is not None:
+                if default not in known:
+                    raise AccountNotFound(
+                        f"the default: gateway account {default!r} does not exist"
+                    )
+                current = view.snapshot.default
+                if current == default:
+                    outcomes.default = "unchanged"
+                else:
+                    outcomes.default = "updated" if current else "created"
+                    writes.append(lambda p: p.set(accounts_default_key(), default))
+            return outcomes, writes
 
         return await self._change(plan)
 
@@ -416,8 +484,10 @@ class AccountStore:
 
         Raises:
             AccountNotFound: No such account.
-            AccountConflict: It is provisioned, linked to identity stores (named), or the
-                default account and ``force`` is not given.
+            AccountConflict: It is provisioned, linked to identity stores (named), named by
+                ``SMSGW_DEFAULT_ACCOUNT`` (even with ``force``: that cannot be cleared here,
+                and jobs would fall back to it), or the stored default and ``force`` is not
+                given.
         """
 
         def plan(view: AccountView) -> tuple[list[str], list[_Write]]:
@@ -426,6 +496,12 @@ class AccountStore:
                 raise AccountNotFound(f"gateway account {name!r} does not exist")
             if source == "environment":
                 raise _provisioned(name)
+            if view.provisioned.default == name:
+                raise AccountConflict(
+                    f"gateway account {name!r} cannot be deleted while SMSGW_DEFAULT_ACCOUNT names "
+                    "it (jobs would fall back to a missing account); change the environment "
+                    "first"
+                )
             linked = view.linked_stores(name)
             if linked:
                 raise AccountConflict(
@@ -498,33 +574,6 @@ class AccountStore:
 
         return await self._change(plan)
 
-    async def put_store(
-        self, name: str, *, account: str | None, default_region: str | None
-    ) -> Literal["created", "updated", "unchanged"]:
-        """Create or replace a stored identity store exactly as given (import)."""
-        region = _region(default_region)
-
-        def plan(
-            view: AccountView,
-        ) -> tuple[Literal["created", "updated", "unchanged"], list[_Write]]:
-            existing = view.store(name)
-            if existing is not None and existing.source == "environment":
-                raise AccountConflict(
-                    f"identity store {name!r} comes from SMSGW_IDENTITY_STORES and is read-only "
-                    "here; change the environment instead"
-                )
-            if account is not None and view.source(account) is None:
-                raise AccountNotFound(
-                    f"identity store {name!r}: gateway account {account!r} does not exist"
-                )
-            store = IdentityStore(name, account, region)
-            if existing == store:
-                return "unchanged", []
-            outcome: Literal["created", "updated"] = "updated" if existing else "created"
-            return outcome, [lambda p: p.hset(identity_stores_key(), name, _store_json(store))]
-
-        return await self._change(plan)
-
     async def delete_store(self, name: str) -> None:
         """Delete a stored identity store (its account stays)."""
 
@@ -534,14 +583,24 @@ class AccountStore:
 
         await self._change(plan)
 
-    async def link(self, name: str, account: str | None) -> IdentityStore:
-        """Link identity store ``name`` to ``account`` (``None`` unlinks it)."""
+    async def link(
+        self, name: str, account: str | None, *, default_region: str | None = None
+    ) -> IdentityStore:
+        """Link identity store ``name`` to ``account`` (``None`` unlinks it).
+
+        Args:
+            name: The stored identity store.
+            account: The account its jobs go through; ``None`` unlinks.
+            default_region: Also set its default region, in the same change (``None``
+                keeps the current one).
+        """
+        region = _region(default_region)
 
         def plan(view: AccountView) -> tuple[IdentityStore, list[_Write]]:
             current = self._stored_store(view, name)
             if account is not None and view.source(account) is None:
                 raise AccountNotFound(f"gateway account {account!r} does not exist")
-            store = IdentityStore(name, account, current.default_region)
+            store = IdentityStore(name, account, region or current.default_region)
             return store, [lambda p: p.hset(identity_stores_key(), name, _store_json(store))]
 
         return await self._change(plan)
@@ -595,12 +654,20 @@ class AccountStore:
 
     # --- internals -------------------------------------------------------------------------
 
-    async def _is_stored(self, name: str) -> bool:
-        return bool(await self.redis.hexists(accounts_key(), name))
-
-    async def _refuse_provisioned(self, name: str) -> None:
-        if name in self.provisioned.accounts:
-            raise _provisioned(name)
+    def _put_account(
+        self, view: AccountView, account: GatewayAccount
+    ) -> tuple[Outcome, list[_Write]]:
+        source = view.source(account.name)
+        if source == "environment":
+            raise _provisioned(account.name)
+        if source == "stored":
+            try:
+                if _same(view.account(account.name), account):
+                    return "unchanged", []
+            except AccountUnreadable:
+                pass  # a key that cannot open it: replacing it is the repair
+        encoded = encode_account(account, self.cipher)
+        return ("updated" if source else "created"), [_hset_account(account.name, encoded)]
 
     def _stored_store(self, view: AccountView, name: str) -> IdentityStore:
         store = view.store(name)
@@ -671,6 +738,42 @@ def _store_json(store: IdentityStore) -> str:
     ).model_dump_json()
 
 
+def _put_store(
+    view: AccountView, store: IdentityStore, accounts: set[str]
+) -> tuple[Outcome, list[_Write]]:
+    existing = view.store(store.name)
+    if existing is not None and existing.source == "environment":
+        raise AccountConflict(
+            f"identity store {store.name!r} comes from SMSGW_IDENTITY_STORES and is read-only "
+            "here; change the environment instead"
+        )
+    if store.account is not None and store.account not in accounts:
+        raise AccountNotFound(
+            f"identity store {store.name!r}: gateway account {store.account!r} does not exist"
+        )
+    if existing == store:
+        return "unchanged", []
+    encoded = _store_json(store)
+    return ("updated" if existing else "created"), [
+        lambda p: p.hset(identity_stores_key(), store.name, encoded)
+    ]
+
+
+def _current_fields(view: AccountView, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Stored account ``name``'s fields to merge ``changes`` into, secrets in clear.
+
+    When the key cannot open its secrets, its plain fields will do if ``changes`` replaces
+    every secret it holds; otherwise the account stays unreadable.
+    """
+    try:
+        return _plain(view.account(name))
+    except AccountUnreadable:
+        raw = view.snapshot.accounts[name]
+        if not set(stored_secrets(raw)) <= set(changes):
+            raise
+        return stored_fields(raw)
+
+
 def _plain(account: GatewayAccount) -> dict[str, Any]:
     """The account's fields with secrets in clear (for merging changes; never printed)."""
     fields = account.model_dump()
@@ -690,10 +793,12 @@ def _provisioned(name: str) -> AccountConflict:
     )
 
 
-def _region(value: str | None) -> str | None:
+def _region(value: str | None, where: str = "") -> str | None:
     if value is None or not value.strip():
         return None
-    region = value.strip().upper()
-    if region not in phonenumbers.SUPPORTED_REGIONS:
-        raise InvalidAccount(f"default region {value!r} is not an ISO 3166 region (e.g. GB, DE)")
+    region = known_region(value)
+    if region is None:
+        raise InvalidAccount(
+            f"{where}default region {value!r} is not an ISO 3166 region (e.g. GB, DE)"
+        )
     return region

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
-import phonenumbers
 import yaml
 from rich.markup import escape
 from rich.table import Table
@@ -31,7 +30,12 @@ from gateways.errors import ConfigurationError, InvalidRecipient
 from gateways.models import GatewayAccount
 from gateways.registry import load_gateway
 from worker.account_checks import CHECKS, Check, CheckRow, run_checks
-from worker.account_io import export_document, import_document, load_document, secret_variable
+from worker.account_io import (
+    export_document,
+    import_document,
+    load_document,
+    referenced_variables,
+)
 from worker.account_store import (
     SECRET_FIELDS,
     AccountConflict,
@@ -56,7 +60,7 @@ from worker.cli_output import (
     stdout_console,
 )
 from worker.crypto import Cipher, load_cipher
-from worker.validation import normalize_number
+from worker.validation import normalize_number, number_region
 
 __all__ = ["accounts_group", "keys_rotate", "stored_store_region", "stores_group"]
 
@@ -288,10 +292,9 @@ def stored_store_region(settings: Settings, identity_store: str) -> str | None:
             settings.state_redis_url.get_secret_value(), decode_responses=True
         )
         try:
-            found = (await AccountStore(client, settings, None).snapshot()).stores
+            link = await AccountStore(client, settings, None).stored_store(identity_store)
         finally:
             await client.aclose()
-        link = found.get(identity_store)
         return link.default_region if link else None
 
     try:
@@ -525,7 +528,7 @@ def accounts_test(name: str, to: str | None, checks: tuple[str, ...], as_json: b
     async def work(store: AccountStore) -> list[CheckRow]:
         account = (await store.view()).account(name)
         if recipient is not None and account.countries:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(recipient))
+            region = number_region(recipient)
             if region not in account.countries:  # as jobs are refused: before sending
                 raise click.BadParameter(
                     f"a number of {region or 'no known country'}; account {name!r} sends only "
@@ -599,9 +602,7 @@ def accounts_export(omit_secrets: bool, output: Path | None, as_json: bool) -> N
     else:
         output.write_text(text, encoding="utf-8")
         stderr_console().print(f"wrote {output}")
-    variables = [
-        secret_variable(a["name"], s) for a in document["accounts"] for s in SECRET_FIELDS if s in a
-    ]
+    variables = referenced_variables(document)
     if variables:
         stderr_console().print(
             "secrets are references; set these before importing: " + ", ".join(variables)
@@ -716,10 +717,7 @@ def stores_link(name: str, account: str, region: str | None, as_json: bool) -> N
     """Link identity store NAME to gateway ACCOUNT."""
 
     async def work(store: AccountStore) -> IdentityStore:
-        linked = await store.link(name, account)
-        if region is not None:
-            linked = await store.set_region(name, region)
-        return linked
+        return await store.link(name, account, default_region=region)
 
     linked = _with_store(work)
     _done(as_json, _store_json(linked), f"identity store {name!r} now uses account {account!r}")

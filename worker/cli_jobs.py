@@ -351,15 +351,18 @@ async def _live_state(job_id: str, settings: Settings) -> dict[str, Any] | None:
         if raw is None:
             return None
         parts = await DeliveryState(client, job_id, ttl_s=settings.job_ttl_s).load()
-        stored_stores = (await AccountStore(client, settings, None).snapshot()).stores
+        try:
+            record = JobRecord.model_validate_json(raw)
+            message = record.redacted_message()
+        except ValidationError:
+            return {"job_id": job_id, "state": "in_flight", "error": "malformed job record"}
+        stored = (
+            await AccountStore(client, settings, None).stored_store(record.identity_store)
+            if record.identity_store
+            else None
+        )
     finally:
         await client.aclose()
-    try:
-        record = JobRecord.model_validate_json(raw)
-        message = record.redacted_message()
-    except ValidationError:
-        return {"job_id": job_id, "state": "in_flight", "error": "malformed job record"}
-    stored = stored_stores.get(record.identity_store) if record.identity_store else None
     check = message.check(
         default_region=(stored.default_region if stored else None)
         or _region_for(settings, record.identity_store),

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import phonenumbers
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
@@ -59,6 +58,7 @@ from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult,
 from worker.ratelimit import AccountRate, RateLimiter, TokenRequest
 from worker.results import job_failure, recipient_result, rejected_result, summarise
 from worker.segmentation import Segmentation, segment, split_pieces
+from worker.validation import number_region
 
 __all__ = ["Dispatcher", "Finished", "RetryLater"]
 
@@ -588,7 +588,7 @@ def _within_countries(
     allowed: list[str] = []
     refused: list[RecipientResult] = []
     for recipient in recipients:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(recipient))
+        region = number_region(recipient)
         if region in account.countries:
             allowed.append(recipient)
             continue

@@ -26,6 +26,7 @@ from gateways.errors import InvalidRecipient
 
 __all__ = [
     "NormalizedRecipients",
+    "known_region",
     "normalize_number",
     "normalize_numbers",
     "number_region",
@@ -209,12 +210,18 @@ def number_region(e164: str) -> str | None:
     return region if region in phonenumbers.SUPPORTED_REGIONS else None
 
 
+def known_region(region: str) -> str | None:
+    """``region`` trimmed and upper-cased when it is a region phonenumbers knows, else None."""
+    code = region.strip().upper()
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
 def _check_region(region: str | None) -> str | None:
     """Return the region upper-cased, or raise ValueError when phonenumbers does not know it."""
     if region is None:
         return None
-    code = region.strip().upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
+    code = known_region(region)
+    if code is None:
         raise ValueError(f"unknown region {region!r}")
     return code
 
