@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from gateways.base import GENERIC_FIELDS
+from gateways.errors import AccountRejected
 from gateways.models import GatewayAccount
 from gateways.registry import gateway_names, load_gateway
 from worker.account_cache import CachedAccounts
@@ -27,6 +28,7 @@ from worker.account_io import (
     load_document,
     referenced_variables,
 )
+from worker.account_status import AccountStatusRecorder
 from worker.account_store import (
     AccountConflict,
     AccountNotFound,
@@ -38,7 +40,7 @@ from worker.account_store import (
 )
 from worker.accounts import NoAccount
 from worker.crypto import Cipher, generate_key
-from worker.keys import accounts_key, accounts_version_key
+from worker.keys import account_status_key, accounts_key, accounts_version_key
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "acme-sms"
 PASSWORD = "Vn!secret-4471"
@@ -671,3 +673,20 @@ def test_a_yaml_error_never_shows_the_offending_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidAccount, match=r"not valid YAML.*line \d+, column \d+") as caught:
         load_document(path)
     assert "Sup3rS3cret" not in str(caught.value)
+
+
+async def test_a_changed_or_deleted_account_loses_its_failing_health_verdict(
+    async_redis: Redis, store: AccountStore
+) -> None:
+    # Given an account whose provider refused its credentials (health shows it failing)
+    await store.create(vonage())
+    recorder = AccountStatusRecorder(async_redis)
+    await recorder.failing("main", AccountRejected("bad credentials", gateway="vonage"))
+    assert await async_redis.exists(account_status_key("main"))
+    # When the operator fixes the account, the verdict about the old settings goes
+    await store.modify("main", {"password": "new-secret"})
+    assert not await async_redis.exists(account_status_key("main"))
+    # And a deleted account leaves no verdict behind for health to report
+    await recorder.failing("main", AccountRejected("bad credentials", gateway="vonage"))
+    await store.delete("main")
+    assert not await async_redis.exists(account_status_key("main"))

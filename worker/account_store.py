@@ -37,6 +37,7 @@ from gateways.registry import load_gateway
 from worker.accounts import NoAccount, ResolvedAccount, SettingsAccounts
 from worker.crypto import Cipher, DecryptionFailed
 from worker.keys import (
+    account_status_key,
     accounts_default_key,
     accounts_key,
     accounts_version_key,
@@ -422,7 +423,11 @@ class AccountStore:
                 raise _provisioned(name)
             updated = build_account({**_current_fields(view, name, changes), **changes})
             validate_account(updated, enabled)
-            return updated, [_hset_account(name, encode_account(updated, self.cipher))]
+            # The health verdict was about the old settings; the next send gives a new one.
+            return updated, [
+                _hset_account(name, encode_account(updated, self.cipher)),
+                lambda p: p.delete(account_status_key(name)),
+            ]
 
         return await self._change(plan)
 
@@ -508,7 +513,10 @@ class AccountStore:
                     f"gateway account {name!r} is linked to identity store(s) "
                     f"{', '.join(linked)}; link them to another account or unlink them first"
                 )
-            writes: list[_Write] = [lambda p: p.hdel(accounts_key(), name)]
+            writes: list[_Write] = [
+                lambda p: p.hdel(accounts_key(), name),
+                lambda p: p.delete(account_status_key(name)),  # no health verdict on a ghost
+            ]
             warnings: list[str] = []
             if view.snapshot.default == name:
                 if not force:
