@@ -17,6 +17,7 @@ from rich.table import Table
 
 from config.settings import get_settings
 from gateways.errors import InvalidMessage, InvalidRecipient
+from worker.cli_campaign import campaign_group
 from worker.cli_gateways import gateways_group, sandbox_command
 from worker.cli_jobs import keys_group, send_command, status_command, worker_command
 from worker.cli_output import (
@@ -158,6 +159,7 @@ for _command in (
     keys_group,
     dev_command,
     demo_command,
+    campaign_group,
 ):
     main.add_command(_command)
 

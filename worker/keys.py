@@ -10,6 +10,14 @@ import hashlib
 __all__ = [
     "PREFIX",
     "REJECTED_MAX",
+    "campaign_index_key",
+    "campaign_invalid_key",
+    "campaign_jobs_key",
+    "campaign_key",
+    "campaign_name_key",
+    "campaign_outcomes_key",
+    "campaign_ratelimit_account",
+    "campaign_seen_key",
     "job_key",
     "parts_key",
     "ratelimit_key",
@@ -60,3 +68,43 @@ def ratelimit_lane_key(account: str, lane: str) -> str:
 def ratelimit_pause_key(account: str) -> str:
     """Set while the provider has asked the whole account to slow down; holds the resume time."""
     return f"{PREFIX}:rl:{{{account}}}:paused"
+
+
+def campaign_key(campaign_id: str) -> str:
+    """Hash of a campaign: its settings, state and counters (updated atomically)."""
+    return f"{PREFIX}:campaign:{campaign_id}"
+
+
+def campaign_jobs_key(campaign_id: str) -> str:
+    """List of a campaign's job ids (one recipient each), in file order."""
+    return f"{PREFIX}:campaign:{campaign_id}:jobs"
+
+
+def campaign_seen_key(campaign_id: str) -> str:
+    """Hash of number digests -> the file chunk that staged them (duplicates are sent once)."""
+    return f"{PREFIX}:campaign:{campaign_id}:seen"
+
+
+def campaign_outcomes_key(campaign_id: str) -> str:
+    """Hash of job id -> the recipient's final outcome (JSON: number, status, ids, reason)."""
+    return f"{PREFIX}:campaign:{campaign_id}:outcomes"
+
+
+def campaign_invalid_key(campaign_id: str) -> str:
+    """List of the file's refused rows (JSON: line, masked number, reason)."""
+    return f"{PREFIX}:campaign:{campaign_id}:invalid"
+
+
+def campaign_name_key(name: str) -> str:
+    """A campaign's name -> its id (hashed: names are free text)."""
+    return f"{PREFIX}:campaign-name:{_digest(name)}"
+
+
+def campaign_index_key() -> str:
+    """Sorted set of campaign ids by creation time (``smsgw campaign list``)."""
+    return f"{PREFIX}:campaigns"
+
+
+def campaign_ratelimit_account(campaign_id: str) -> str:
+    """The name a campaign's own rate (``--rate``/``--deadline``) is limited under."""
+    return f"campaign:{campaign_id}"
