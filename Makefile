@@ -40,6 +40,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.sandbox_rps
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.campaign
 
 all: lint typecheck test
 
