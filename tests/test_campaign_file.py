@@ -169,3 +169,33 @@ def test_file_digest_changes_with_the_content(tmp_path: Path) -> None:
     other = write(tmp_path, "c.csv", "phone\n+447400000002\n")
 
     assert file_digest(first) == file_digest(same) != file_digest(other)
+
+
+def test_the_fast_number_path_agrees_with_normalize_number() -> None:
+    # The campaign checker accepts clean +digits numbers on a shorter path; everything it
+    # does not accept goes to normalize_number. Across numbers of many countries and types
+    # (mobiles, landlines, premium, invalid), whatever it accepts must be normalize_number's
+    # answer.
+    import random
+
+    from gateways.errors import InvalidRecipient
+    from worker.campaign_file import _fast_e164
+    from worker.validation import normalize_number
+
+    rng = random.Random(6)
+    numbers = [f"+{rng.randint(1, 999)}{rng.randint(10**5, 10**12)}" for _ in range(3000)]
+    numbers += [f"+44{rng.choice('1235789')}{rng.randint(10**8, 10**9 - 1)}" for _ in range(3000)]
+    numbers += [f"+1{rng.randint(2 * 10**9, 10**10 - 1)}" for _ in range(2000)]
+    accepted = 0
+    for number in numbers:
+        fast = _fast_e164(number, DEFAULT_ALLOWED_NUMBER_TYPES)
+        if fast is None:
+            continue
+        accepted += 1
+        try:
+            slow: str | None = normalize_number(number, None, DEFAULT_ALLOWED_NUMBER_TYPES)
+        except InvalidRecipient:
+            slow = None
+        assert fast == slow, number
+    assert accepted > 500  # the fast path is taken, and refusals are left to the slow one
+    assert _fast_e164("+449098790000", DEFAULT_ALLOWED_NUMBER_TYPES) is None  # premium

@@ -21,6 +21,7 @@ harmless, since a part is never sent twice and an outcome is recorded once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -41,6 +42,7 @@ from worker.campaigns import (
     CampaignStore,
     campaign_job_id,
     number_digest,
+    stage_argument,
 )
 from worker.crypto import Cipher
 from worker.jobs import JOB_FORMAT_VERSION
@@ -60,7 +62,7 @@ class _Prepared:
 
     digest: str
     job_id: str
-    job_json: str
+    argument: bytes  # the staging script's argument: digest, id and JSON, encoded
     pieces: int
     segments: int
     encoding: str
@@ -102,11 +104,13 @@ class _Preparer:
                 "message": message,
                 "access_code_enc": self.cipher.encrypt(code) if code is not None else None,
             }
+            digest = number_digest(checked.e164)
+            job_json = json.dumps(job, ensure_ascii=False, separators=(",", ":"))
             prepared.append(
                 _Prepared(
-                    number_digest(checked.e164),
+                    digest,
                     job_id,
-                    json.dumps(job, ensure_ascii=False, separators=(",", ":")),
+                    stage_argument(digest, job_id, job_json),
                     checked.pieces,
                     checked.segments,
                     checked.encoding,
@@ -295,7 +299,7 @@ class CampaignEnqueuer:
         answers = self._store.stage_chunk(
             campaign_id,
             index,
-            [(row.digest, row.job_id, row.job_json) for row in staged],
+            [(row.job_id, row.argument) for row in staged],
             ttl_s=self._settings.job_ttl_s,
         )
         for row, answer in zip(staged, answers, strict=True):
@@ -330,18 +334,42 @@ class CampaignEnqueuer:
         batch = self._settings.bulk_batch_size
         position = campaign.count("published")
         published = 0
+        # One broker connection for every batch, not one taken from the pool per task.
+        with contextlib.ExitStack() as stack:
+            options = _producer_options(self._publisher, stack)
+            published = self._publish_from(campaign_id, position, lane, batch, options, on_batch)
+        self._store.mark_enqueued(campaign_id)
+        return published
+
+    def _publish_from(
+        self,
+        campaign_id: str,
+        position: int,
+        lane: str,
+        batch: int,
+        options: dict[str, Any],
+        on_batch: Callable[[int], None] | None,
+    ) -> int:
+        published = 0
         while True:
             ids = self._store.job_ids(campaign_id, position, batch * 10)
             if not ids:
                 break
             for first in range(0, len(ids), batch):
                 self._publisher.send_task(
-                    SEND_BATCH_TASK, args=[ids[first : first + batch]], queue=lane
+                    SEND_BATCH_TASK, args=[ids[first : first + batch]], queue=lane, **options
                 )
             position += len(ids)
             published += len(ids)
             self._store.mark_published(campaign_id, position)
             if on_batch is not None:
                 on_batch(position)
-        self._store.mark_enqueued(campaign_id)
         return published
+
+
+def _producer_options(publisher: Publisher, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """``send_task`` options that reuse one kombu producer, when the publisher is Celery."""
+    acquire = getattr(publisher, "producer_or_acquire", None)
+    if acquire is None:
+        return {}
+    return {"producer": stack.enter_context(acquire())}

@@ -24,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import phonenumbers
+
 from config.settings import NumberType
+from gateways.encoding import GSM7_BASIC, SINGLE_CAPACITY
 from gateways.errors import InvalidMessage
 from gateways.redaction import mask_number
 from worker.models import CODE_PLACEHOLDER
@@ -165,6 +168,7 @@ class RowChecker:
         self.region = default_region
         self.allowed = allowed_types
         self._cost_cache: dict[tuple[str, int], tuple[int, int, str]] = {}
+        self._single_gsm7 = min(max_length, SINGLE_CAPACITY["GSM-7"])
 
     def check(self, line: int, row: dict[str, str]) -> RecipientRow | InvalidRow:
         """Check one row (keys lower-cased, values stripped text)."""
@@ -172,10 +176,12 @@ class RowChecker:
         if not raw:
             return InvalidRow(line, "", "no phone number")
         shown = mask_number(raw)
-        try:
-            e164 = normalize_number(raw, self.region, self.allowed)
-        except InvalidMessage as error:
-            return InvalidRow(line, shown, f"phone number: {getattr(error, 'reason', error)}")
+        e164 = _fast_e164(raw, self.allowed)
+        if e164 is None:
+            try:
+                e164 = normalize_number(raw, self.region, self.allowed)
+            except InvalidMessage as error:
+                return InvalidRow(line, shown, f"phone number: {getattr(error, 'reason', error)}")
         values: dict[str, str] = {}
         for name in self.template.variables:
             value = row.get(name.lower(), "")
@@ -214,6 +220,12 @@ class RowChecker:
         if cached is not None:
             return cached
         rendered = text.replace(CODE_PLACEHOLDER, code) if code else text
+        if (
+            len(rendered) <= self._single_gsm7
+            and rendered.strip()
+            and GSM7_BASIC.issuperset(rendered)
+        ):
+            return 1, 1, "GSM-7"  # the common case, without the splitter: one plain SMS
         try:
             cost = estimate(rendered, self.max_length, keep_whole=(code,) if code else ())
         except InvalidMessage as error:
@@ -229,6 +241,33 @@ class RowChecker:
                 self._cost_cache.clear()
             self._cost_cache[key] = answer
         return answer
+
+
+_E164_INPUT = re.compile(r"^\+[1-9]\d{6,14}$")
+_TYPE_NAMES: dict[int, str] = {
+    getattr(phonenumbers.PhoneNumberType, name): name
+    for name in ("MOBILE", "FIXED_LINE_OR_MOBILE", "PERSONAL_NUMBER", "PAGER", "VOIP",
+                 "FIXED_LINE", "TOLL_FREE", "PREMIUM_RATE", "SHARED_COST", "UAN", "VOICEMAIL")
+}  # fmt: skip
+
+
+def _fast_e164(raw: str, allowed: frozenset[NumberType]) -> str | None:
+    """E.164 for a clean ``+digits`` input of an allowed type, or ``None`` to ask
+    :func:`normalize_number` (every refusal, and every other input format, goes there).
+
+    Half the cost of the general path, which matters at 100,000 rows: a number whose type
+    is known is valid (``number_type`` finds its region and matches its pattern), so the
+    separate possibility and validity checks are not needed to accept it.
+    """
+    if not _E164_INPUT.match(raw):
+        return None
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if _TYPE_NAMES.get(phonenumbers.number_type(number)) not in allowed:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _code_problem(code: str) -> str | None:

@@ -70,6 +70,7 @@ __all__ = [
     "new_campaign_id",
     "number_digest",
     "plan_rate",
+    "stage_argument",
 ]
 
 
@@ -99,6 +100,11 @@ def new_campaign_id() -> str:
 def campaign_job_id(campaign_id: str, e164: str) -> str:
     """The job id of one recipient: the same recipient of a campaign is always the same job."""
     return hashlib.sha256(f"{campaign_id}:{e164}".encode()).hexdigest()[:32]
+
+
+def stage_argument(digest: str, job_id: str, job_json: str) -> bytes:
+    """One recipient's argument to the staging script (made where the job is built)."""
+    return f"{digest}{job_id}{job_json}".encode()
 
 
 def number_digest(e164: str) -> str:
@@ -522,9 +528,9 @@ class CampaignStore:
         self.redis.zrem(campaign_index_key(), campaign_id)
 
     def stage_chunk(
-        self, campaign_id: str, chunk: int, jobs: list[tuple[str, str, str]], *, ttl_s: int
+        self, campaign_id: str, chunk: int, jobs: list[tuple[str, bytes]], *, ttl_s: int
     ) -> list[int]:
-        """Store a chunk's jobs, (number digest, job id, job JSON) each, in one call.
+        """Store a chunk's jobs in one call: (job id, :func:`stage_argument`) each.
 
         Returns:
             Per job: 1 stored now, 2 stored by an interrupted run of this chunk, 0 duplicate.
@@ -532,9 +538,9 @@ class CampaignStore:
         if not jobs:
             return []
         keys = [campaign_seen_key(campaign_id), campaign_jobs_key(campaign_id)]
-        keys += [job_key(job_id) for _, job_id, _ in jobs]
-        args: list[str | int] = [chunk, ttl_s]
-        args += [digest + job_id + job_json for digest, job_id, job_json in jobs]
+        keys += [job_key(job_id) for job_id, _ in jobs]
+        args: list[bytes | str | int] = [chunk, ttl_s]
+        args += [argument for _, argument in jobs]
         return [int(answer) for answer in self._stage(keys=keys, args=args)]
 
     def commit_chunk(
