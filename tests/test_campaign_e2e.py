@@ -215,6 +215,9 @@ def test_a_5000_recipient_campaign_from_file_to_report(e2e: Stack, tmp_path: Pat
     assert json.loads(status.stdout)["sent"] == 5_000
     listed = json.loads(e2e.smsgw("campaign", "list", "--json").stdout)
     assert [c["id"] for c in listed] == [campaign_id]
+    watched = e2e.smsgw("campaign", "watch", campaign_id)
+    assert watched.returncode == 0 and "finished" in watched.stdout
+    assert re.search(r"5,000\s+│\s+5,000\s+│\s+0", watched.stdout), watched.stdout
     # And starting the same file again sends nothing more
     again = e2e.smsgw("campaign", "start", str(path), "--template", TEMPLATE)
     assert again.returncode == 0 and "already started" in again.stderr
@@ -355,7 +358,9 @@ def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: P
     path = recipients_file(tmp_path / "secrets.csv", 40)
     started = e2e.smsgw("campaign", "start", str(path), "--template", TEMPLATE, "--json")
     assert started.returncode == 0, started.stderr
-    campaign_id = json.loads(started.stdout)["campaign"]["id"]
+    answer = json.loads(started.stdout)
+    campaign_id = answer["campaign"]["id"]
+    assert answer["campaign"]["enqueued"] is True and answer["preview"]["recipients"] == 40
     e2e.wait_finished(campaign_id)
     outputs = [started.stdout, started.stderr]
     for command in (("status", campaign_id, "--json"), ("status", campaign_id), ("list",)):

@@ -289,18 +289,17 @@ def _stage_and_publish(
     )
     invalid = list(_first(store.invalid_rows(campaign.id), _JSON_INVALID))
     refuse = (strict and staged.count("invalid") > 0) or staged.count("recipients") == 0
-    if as_json:
-        print_json(
-            {
-                "campaign": {**staged.summary(), "id": None if dry_run else staged.id},
-                "preview": _preview(staged),
-                "plan": _plan_json(plan),
-                "invalid_rows": invalid,
-                "dry_run": dry_run,
-                "refused": refuse,
-            }
-        )
-    else:
+    payload = {
+        "campaign": {**staged.summary(), "id": None if dry_run or refuse else staged.id},
+        "preview": _preview(staged),
+        "plan": _plan_json(plan),
+        "invalid_rows": invalid,
+        "dry_run": dry_run,
+        "refused": refuse,
+    }
+    if as_json and (refuse or dry_run):
+        print_json(payload)
+    elif not as_json:
         _print_invalid(invalid, staged.count("invalid"))
         _print_preview(staged, plan)
     if refuse or dry_run:
@@ -319,7 +318,9 @@ def _stage_and_publish(
     total = staged.count("recipients")
     with _progress(as_json, "publishing to the bulk lane", total) as advance:
         enqueuer.publish(campaign.id, on_batch=advance)
-    if not as_json:
+    if as_json:
+        print_json({**payload, "campaign": store.require(campaign.id).summary()})
+    else:
         err.print(
             f"campaign {staged.name!r} started: {total} recipient(s) on the bulk lane. "
             f"Watch it: smsgw campaign watch {campaign.id}"
