@@ -34,6 +34,7 @@ from rich.table import Table
 from config.settings import Settings, get_settings
 from gateways.errors import ConfigurationError
 from gateways.registry import load_gateway
+from worker.accounts import ResolvedAccount
 from worker.campaign_file import (
     CampaignFileError,
     RowChecker,
@@ -128,8 +129,13 @@ def _parse_deadline(value: str | None) -> datetime | None:
 
 def _bulk_rate(settings: Settings, account: str | None, identity_store: str | None) -> float:
     """The account's bulk share (segments/s), resolved as the workers will resolve it."""
+
+    async def resolve() -> ResolvedAccount:
+        # Built inside the loop: a directory may hold an asyncio Redis client.
+        return await account_directory(settings).resolve(account, identity_store)
+
     try:
-        resolved = asyncio.run(account_directory(settings).resolve(account, identity_store))
+        resolved = asyncio.run(resolve())
         gateway = load_gateway(resolved.account.gateway, settings.gateways_enabled)
     except ConfigurationError as error:
         raise _fail(str(error), EXIT_CONFIG) from None

@@ -122,10 +122,15 @@ class AccountRate:
 def account_rate(
     account: GatewayAccount, capabilities: Capabilities, settings: Settings
 ) -> AccountRate:
-    """An account's limit: its own rate, else its gateway's default; bulk gets its share."""
+    """An account's limit: its own rate, else its gateway's default; bulk gets its share
+    (the account's own ``bulk_share`` where accounts carry one, else ``SMSGW_BULK_SHARE``).
+
+    The dispatcher charges sends against it and ``smsgw campaign start`` plans with it.
+    """
     rate_per_s = account.rate_per_s or capabilities.default_rate_per_s
     burst = max(1.0, rate_per_s * settings.rate_burst_s)
-    return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=settings.bulk_share)
+    share = getattr(account, "bulk_share", None) or settings.bulk_share
+    return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=share)
 
 
 @dataclass(frozen=True, slots=True)
