@@ -9,10 +9,13 @@ them. Every test checks the sandbox's inbox: each recipient gets its message exa
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -386,8 +389,6 @@ def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: P
 
 def _dump(e2e: Stack) -> str:
     """Every key and value of the three databases, kombu message bodies decoded."""
-    import base64
-
     chunks: list[str] = []
     for number in (BROKER_DB, RESULT_DB, STATE_DB):
         client = e2e.db(number)
@@ -410,3 +411,43 @@ def _dump(e2e: Stack) -> str:
                 with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
                     chunks.append(base64.b64decode(json.loads(value)["body"]).decode())
     return "\n".join(chunks)
+
+
+def test_a_start_killed_while_storing_is_resumed_by_running_it_again(
+    e2e: Stack, tmp_path: Path
+) -> None:
+    path = recipients_file(tmp_path / "crash.csv", 8_000)
+    command = [sys.executable, "-m", "worker.cli", "campaign", "start", str(path), "-t", TEMPLATE]
+    # Given a start killed (with its checker processes) after storing some chunks, before
+    # publishing anything
+    process = subprocess.Popen(
+        command,
+        env=e2e.env,
+        cwd=e2e.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    store = e2e.campaigns()
+
+    def some_chunks_stored() -> bool:
+        found = store.all()
+        return bool(found) and found[0].count("chunks") >= 2
+
+    try:
+        wait_for(some_chunks_stored, timeout_s=60, interval_s=0.01, what="chunks to be stored")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [crashed] = store.all()
+    assert not crashed.staged and crashed.count("published") == 0
+    assert e2e.inbox() == Counter()
+    # When the same start runs again
+    campaign_id = e2e.start(path)
+    # Then it is the same campaign, and every recipient gets one message
+    assert campaign_id == crashed.id
+    summary = e2e.wait_finished(campaign_id)
+    assert summary["recipients"] == summary["sent"] == 8_000
+    assert summary["duplicates"] == 0 and summary["rows"] == 8_000
+    e2e.sandbox_idle()
+    assert e2e.inbox() == Counter({number_of(i): 1 for i in range(8_000)})
