@@ -442,6 +442,8 @@ def test_a_start_killed_while_storing_is_resumed_by_running_it_again(
     [crashed] = store.all()
     assert not crashed.staged and crashed.count("published") == 0
     assert e2e.inbox() == Counter()
+    status = e2e.smsgw("campaign", "status", crashed.id)
+    assert "enqueue incomplete" in status.stdout and "run the same" in status.stdout
     # When the same start runs again
     campaign_id = e2e.start(path)
     # Then it is the same campaign, and every recipient gets one message

@@ -449,7 +449,16 @@ def status_command(campaign_id: str, as_json: bool) -> None:
     if as_json:
         print_json(campaign.summary())
         return
-    stdout_console().print(_status_table(campaign.summary(), rate=None))
+    console = stdout_console()
+    console.print(_status_table(campaign.summary(), rate=None))
+    if not campaign.enqueued:
+        # A start that stopped half-way (crash, Ctrl-C): its recipients are not all queued.
+        console.print(
+            f"[yellow]enqueue incomplete: {campaign.count('rows'):,} row(s) read, "
+            f"{campaign.count('published'):,} of {campaign.count('recipients'):,} "
+            "recipient(s) queued; run the same `smsgw campaign start` again to finish it"
+            "[/yellow]"
+        )
 
 
 def _status_table(summary: dict[str, Any], rate: float | None) -> Table:
