@@ -199,3 +199,12 @@ def test_the_fast_number_path_agrees_with_normalize_number() -> None:
         assert fast == slow, number
     assert accepted > 500  # the fast path is taken, and refusals are left to the slow one
     assert _fast_e164("+449098790000", DEFAULT_ALLOWED_NUMBER_TYPES) is None  # premium
+
+
+def test_a_file_that_stops_being_readable_is_refused_with_where(tmp_path: Path) -> None:
+    path = tmp_path / "r.csv"
+    good = b"".join(b"+4474%08d,Ann\n" % n for n in range(5000))
+    path.write_bytes(b"phone,name\n" + good + b"+447400000002,\xff\xfe\n")
+
+    with pytest.raises(CampaignFileError, match=r"r\.csv: unreadable .*not UTF-8"):
+        list(read_rows(path))

@@ -306,10 +306,13 @@ def csv_columns(path: Path) -> list[str]:
     """The header of a CSV file, lower-cased.
 
     Raises:
-        CampaignFileError: No header, or no phone column in it.
+        CampaignFileError: No header, or no phone column in it, or not UTF-8.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), None)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None)
+    except (UnicodeDecodeError, csv.Error):
+        raise CampaignFileError(f"{path.name}: the header is not UTF-8 CSV") from None
     columns = [c.strip().lower() for c in header or [] if c.strip()]
     if not columns:
         raise CampaignFileError(f"{path.name}: empty file, or no header row")
@@ -326,13 +329,26 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
     Streams: one row in memory at a time. Blank lines are skipped.
 
     Raises:
-        CampaignFileError: Unknown suffix, or a CSV without a usable header.
+        CampaignFileError: Unknown suffix, a CSV without a usable header, or a file that
+            cannot be read on (not UTF-8, a CSV field beyond the csv module's limit).
     """
-    if file_format(path) == "csv":
-        csv_columns(path)
-        yield from _csv_rows(path)
-    else:
-        yield from _jsonl_rows(path)
+    kind = file_format(path)
+    rows = 0
+    try:
+        if kind == "csv":
+            csv_columns(path)
+            for item in _csv_rows(path):
+                rows += 1
+                yield item
+        else:
+            for item in _jsonl_rows(path):
+                rows += 1
+                yield item
+    except (UnicodeDecodeError, csv.Error) as error:
+        what = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error)
+        raise CampaignFileError(
+            f"{path.name}: unreadable after {rows} row(s): {what}; nothing after it was read"
+        ) from None
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
