@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -346,15 +347,21 @@ def test_dry_run_strict_and_bad_templates_send_nothing(e2e: Stack, tmp_path: Pat
 
 def test_deadline_is_checked_against_the_account_rate(e2e: Stack, tmp_path: Path) -> None:
     path = recipients_file(tmp_path / "deadline.csv", 30)
+    tomorrow = datetime.fromtimestamp(time.time() + 86_400, UTC).isoformat()
     # The sandbox-backed account in this stack is limited to 100,000/s: bulk gets 80%
     started = e2e.smsgw(
         "campaign", "start", str(path), "--template", TEMPLATE, "--dry-run", "--json",
-        "--deadline", "2099-01-01T00:00:00Z",
+        "--deadline", tomorrow,
     )  # fmt: skip
     plan = json.loads(started.stdout)["plan"]
     assert plan["deadline_reachable"] is True
     assert plan["account_bulk_rate_per_s"] == pytest.approx(80_000)
     assert plan["rate_per_s"] < 1e-3  # paced over the window, not at the account's share
+    # A deadline beyond the jobs' lifetime is refused
+    too_far = e2e.smsgw(
+        "campaign", "start", str(path), "-t", TEMPLATE, "--deadline", "2099-01-01T00:00:00Z"
+    )
+    assert too_far.returncode == 2 and "SMSGW_JOB_TTL_S" in too_far.stderr
 
 
 def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: Path) -> None:

@@ -16,7 +16,12 @@ The producer holds one chunk at a time, so its memory does not grow with the fil
 crash at any point is resumed by running ``start`` again: committed chunks are skipped,
 an interrupted chunk is redone (its recipients already stored are recognised, not counted
 twice, and not lost), and publishing restarts at the cursor; a batch published twice is
-harmless, since a part is never sent twice and an outcome is recorded once.
+harmless, since a part is never sent twice and an outcome is recorded once. Two ``start``
+processes of one campaign at once are safe for the same reasons: a chunk's counts are
+committed by whichever finishes it first, and the other's commit of it is ignored.
+
+A campaign's jobs live ``SMSGW_JOB_TTL_S`` (7 days) from when they were stored: a campaign
+paced (``--rate``, ``--deadline``) beyond that would find its last jobs gone.
 """
 
 from __future__ import annotations

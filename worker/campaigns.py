@@ -333,6 +333,7 @@ _RECORD = (
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'done', 1)
 redis.call('HINCRBY', KEYS[2], 'status:' .. ARGV[3], 1)
 redis.call('HINCRBY', KEYS[2], 'segments_sent', ARGV[4])

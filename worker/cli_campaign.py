@@ -107,7 +107,7 @@ def _fail(message: str, code: int) -> SystemExit:
     return SystemExit(code)
 
 
-def _parse_deadline(value: str | None) -> datetime | None:
+def _parse_deadline(value: str | None, settings: Settings) -> datetime | None:
     if value is None:
         return None
     try:
@@ -122,8 +122,15 @@ def _parse_deadline(value: str | None) -> datetime | None:
             "give the time zone (e.g. Z or +01:00): a bare time is ambiguous",
             param_hint="--deadline",
         )
-    if deadline <= datetime.now(UTC):
+    left_s = (deadline - datetime.now(UTC)).total_seconds()
+    if left_s <= 0:
         raise click.BadParameter("the deadline has passed", param_hint="--deadline")
+    if left_s > settings.job_ttl_s:
+        raise click.BadParameter(
+            f"more than SMSGW_JOB_TTL_S ({settings.job_ttl_s} s) away: the campaign's jobs "
+            "would be gone before it",
+            param_hint="--deadline",
+        )
     return deadline
 
 
@@ -189,7 +196,7 @@ def start_command(
     settings = get_settings()
     if account and identity_store:
         raise click.UsageError("give --account or --store, not both")
-    due = _parse_deadline(deadline)
+    due = _parse_deadline(deadline, settings)
     try:
         text = Template(template)
         file_format(file)
