@@ -232,7 +232,7 @@ def test_a_5000_recipient_campaign_from_file_to_report(e2e: Stack, tmp_path: Pat
 
 def test_pause_stops_new_sends_and_resume_finishes_the_rest(e2e: Stack, tmp_path: Path) -> None:
     e2e.sandbox.state.set_faults("vonage", MAIN_ACCOUNT, Faults(latency_ms=30))
-    path = recipients_file(tmp_path / "pause.csv", 1_500)
+    path = recipients_file(tmp_path / "pause.csv", 3_000)
     campaign_id = e2e.start(path)
     wait_for(lambda: sum(e2e.inbox().values()) >= 100, timeout_s=30, what="sends to begin")
     # When paused
@@ -246,20 +246,20 @@ def test_pause_stops_new_sends_and_resume_finishes_the_rest(e2e: Stack, tmp_path
     time.sleep(2.0)
     assert sum(e2e.inbox().values()) == during
     summary = e2e.summary(campaign_id)
-    assert summary["state"] == "paused" and 100 <= summary["sent"] < 1_500
+    assert summary["state"] == "paused" and 100 <= summary["sent"] < 3_000
     # When resumed, the rest go, each recipient once
     assert e2e.smsgw("campaign", "resume", campaign_id).returncode == 0
     summary = e2e.wait_finished(campaign_id)
-    assert summary["state"] == "finished" and summary["sent"] == 1_500
+    assert summary["state"] == "finished" and summary["sent"] == 3_000
     e2e.sandbox_idle()
-    assert e2e.inbox() == Counter({number_of(i): 1 for i in range(1_500)})
+    assert e2e.inbox() == Counter({number_of(i): 1 for i in range(3_000)})
 
 
 def test_cancel_ends_queued_recipients_cancelled_and_sends_none_after(
     e2e: Stack, tmp_path: Path
 ) -> None:
     e2e.sandbox.state.set_faults("vonage", MAIN_ACCOUNT, Faults(latency_ms=30))
-    path = recipients_file(tmp_path / "cancel.csv", 1_500)
+    path = recipients_file(tmp_path / "cancel.csv", 3_000)
     campaign_id = e2e.start(path)
     wait_for(lambda: sum(e2e.inbox().values()) >= 100, timeout_s=30, what="sends to begin")
     # When cancelled
@@ -269,7 +269,7 @@ def test_cancel_ends_queued_recipients_cancelled_and_sends_none_after(
     summary = e2e.wait_finished(campaign_id)
     e2e.sandbox_idle()
     assert summary["state"] == "cancelled"
-    assert summary["sent"] + summary["cancelled"] == 1_500
+    assert summary["sent"] + summary["cancelled"] == 3_000
     assert summary["cancelled"] > 0
     inbox = e2e.inbox()
     assert sum(inbox.values()) == summary["sent"] and max(inbox.values()) == 1
