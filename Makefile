@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.sandbox_rps
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.account_resolution
+	$(BIN)/python -m benchmarks.campaign
 
 all: lint typecheck test
 

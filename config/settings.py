@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     bulk_batch_size: int = Field(
         default=100, ge=1, le=1000, description="bulk jobs carried by one Celery task"
     )
+    campaign_pause_poll_s: float = Field(
+        default=10.0, gt=0, description="how often a paused campaign's held batches look again"
+    )
     provider_timeout_s: float = Field(default=15.0, gt=0, description="one provider call")
     provider_connect_timeout_s: float = Field(default=5.0, gt=0)
 

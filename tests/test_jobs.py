@@ -26,7 +26,7 @@ def test_round_trip_keeps_everything_and_encrypts_the_code() -> None:
     data = json.loads(stored)
     assert set(data) == {
         "version", "id", "lane", "account", "identity_store", "enqueued_at", "message",
-        "access_code_enc",
+        "access_code_enc", "campaign",
     }  # fmt: skip
     assert "access_code" not in data["message"]
     loaded = JobRecord.model_validate_json(stored)

@@ -18,6 +18,7 @@ from rich.table import Table
 from config.settings import get_settings
 from gateways.errors import InvalidMessage, InvalidRecipient
 from worker.cli_accounts import accounts_group, keys_rotate, stores_group
+from worker.cli_campaign import campaign_group
 from worker.cli_gateways import gateways_group, sandbox_command
 from worker.cli_jobs import keys_group, send_command, status_command, worker_command
 from worker.cli_ops import health_command, metrics_command
@@ -165,6 +166,7 @@ for _command in (
     demo_command,
     health_command,
     metrics_command,
+    campaign_group,
 ):
     main.add_command(_command)
 

@@ -24,7 +24,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -50,12 +50,13 @@ from gateways.registry import load_gateway
 from worker import logs, metrics
 from worker.account_status import AccountStatusRecorder
 from worker.accounts import AccountDirectory, NoAccount
+from worker.campaigns import CampaignGate, CampaignState, Gate
 from worker.crypto import Cipher, DecryptionFailed
 from worker.delivery import Claim, DeliveryState, PartRef, PartState, lost_part
 from worker.jobs import JobRecord
-from worker.keys import job_key, parts_key
+from worker.keys import campaign_ratelimit_account, job_key, parts_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
-from worker.ratelimit import AccountRate, RateLimiter, TokenRequest
+from worker.ratelimit import AccountRate, RateLimiter, TokenRequest, account_rate
 from worker.results import job_failure, recipient_result, rejected_result, summarise
 from worker.segmentation import Segmentation, segment, split_pieces
 from worker.validation import number_region
@@ -76,6 +77,7 @@ class RetryLater:
 
     countdown_s: float
     reason: str
+    held: bool = False  # held back by its campaign (paused, or its own rate): nothing tried
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class Dispatcher:
         self._clock = clock
         self._limiter = RateLimiter(redis, limited_lanes=frozenset({settings.lanes.bulk}))
         self._account_status = AccountStatusRecorder(redis)
+        self._campaigns = CampaignGate(redis, ttl_s=settings.job_ttl_s)
         self._gateways: dict[str, tuple[GatewayAccount, SmsGateway]] = {}
         self._retiring: dict[asyncio.Task[None], SmsGateway] = {}
         self._timeouts = Timeouts(
@@ -181,12 +184,34 @@ class Dispatcher:
             reason = f"malformed job record ({error.error_count()} problem(s): {fields})"
             return Finished(job_failure(job_id, reason, started_at=started_at))
         logs.bind(lane=record.lane)
+        gate: Gate | None = None
+        if record.campaign is not None:
+            # Before any parsing or decrypting: a paused campaign's batch costs one read.
+            gate = await self._campaigns.gate(record.campaign)
+            if gate.state is CampaignState.PAUSED and not _record_expired(record, started_at):
+                poll_s = self._settings.campaign_pause_poll_s
+                return RetryLater(poll_s, "campaign paused", held=True)
+        outcome = await self._dispatch_record(record, attempt, started_at, raw_parts, gate)
+        if record.campaign is not None and isinstance(outcome, Finished):
+            # The one place a campaign job's final result is counted (once: redelivery-safe).
+            numbers = record.message.get("phone_numbers") or [""]
+            await self._campaigns.record(record.campaign, outcome.result, str(numbers[0]))
+        return outcome
+
+    async def _dispatch_record(
+        self,
+        record: JobRecord,
+        attempt: int,
+        started_at: datetime,
+        raw_parts: dict[Any, Any],
+        gate: Gate | None,
+    ) -> Finished | RetryLater:
         try:
             message = record.short_message(self._cipher)
         except (DecryptionFailed, ValidationError) as error:
             reason = str(error) if isinstance(error, DecryptionFailed) else "malformed message"
-            return Finished(job_failure(job_id, reason, record=record, started_at=started_at))
-        return await self._dispatch(record, message, attempt, started_at, raw_parts)
+            return Finished(job_failure(record.id, reason, record=record, started_at=started_at))
+        return await self._dispatch(record, message, attempt, started_at, raw_parts, gate)
 
     async def _load(self, job_ids: list[str]) -> list[tuple[Any, Any]]:
         """Each job's stored JSON and its parts' states, all in one round trip."""
@@ -228,6 +253,7 @@ class Dispatcher:
         attempt: int,
         started_at: datetime,
         raw_parts: dict[Any, Any],
+        gate: Gate | None = None,
     ) -> Finished | RetryLater:
         # The message already validated, its code redacted: no second parse of the job.
         redacted = (
@@ -274,7 +300,10 @@ class Dispatcher:
             deadline=message.expiry(record.enqueued_at),
             resend_uncertain=record.lane in self._settings.resend_uncertain_lanes,
         )
-        waits = await self._send_all(job, recipients)
+        go = await self._campaign_gate(job, recipients, gate) if gate else True
+        if isinstance(go, RetryLater):
+            return go
+        waits = await self._send_all(job, recipients) if go else []
         if waits:
             retry = await self._retry_or_give_up(job, recipients, waits, attempt)
             if retry is not None:
@@ -441,10 +470,42 @@ class Dispatcher:
             await asyncio.sleep(wait_s)
 
     def _rate(self, job: _Job) -> AccountRate:
-        rate_per_s = job.account.rate_per_s or job.gateway.metadata.capabilities.default_rate_per_s
-        burst = max(1.0, rate_per_s * self._settings.rate_burst_s)
-        share = job.account.bulk_share or self._settings.bulk_share
-        return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=share)
+        return account_rate(job.account, job.gateway.metadata.capabilities, self._settings)
+
+    # --- campaigns -------------------------------------------------------------------------
+
+    async def _campaign_gate(
+        self, job: _Job, recipients: tuple[str, ...], gate: Gate
+    ) -> RetryLater | bool:
+        """Whether a campaign's job may go now (True), was settled unsent (False), or waits.
+
+        Paused: held (the batch comes back later; an expired job still settles). Cancelled:
+        every open part settles ``cancelled``, never sent. With its own rate, the campaign's
+        tokens (per segment, a second GCRA key) come before the account's.
+        """
+        assert job.record.campaign is not None
+        expired = job.deadline is not None and self._clock() >= job.deadline
+        if gate.state is CampaignState.CANCELLED:
+            reason = "its campaign was cancelled before it was sent"
+            await self._settle_open_parts(job, recipients, DeliveryStatus.CANCELLED, reason)
+            return False
+        if gate.state is CampaignState.PAUSED and not expired:
+            return RetryLater(self._settings.campaign_pause_poll_s, "campaign paused", held=True)
+        if gate.rate_per_s is None or expired or job.delivery.known:
+            return True  # tokens are taken on the first try only
+        cost = max(1, len(recipients) * sum(p.counted.segments for p in job.pieces))
+        burst = max(1.0, gate.rate_per_s * self._settings.rate_burst_s)
+        rate = AccountRate(rate_per_s=gate.rate_per_s, burst=burst, lane_share=1.0)
+        key = campaign_ratelimit_account(job.record.campaign)
+        while True:
+            decision = await self._limiter.acquire(key, rate, lane=job.record.lane, cost=cost)
+            if decision.allowed:
+                return True
+            if decision.retry_after_s > self._settings.max_inline_wait_s:
+                # Never an ETA near the broker's visibility timeout: look again later.
+                wait_s = min(decision.retry_after_s, float(self._settings.max_retry_countdown_s))
+                return RetryLater(wait_s, "campaign rate", held=True)
+            await asyncio.sleep(decision.retry_after_s)
 
     async def _send_part(
         self, job: _Job, recipient: str, index: int, piece: _Piece, part: PartRef, attempts: int
@@ -602,6 +663,16 @@ def _within_countries(
             )
         )
     return tuple(allowed), refused
+
+
+def _record_expired(record: JobRecord, now: datetime) -> bool:
+    """Whether a stored job is past its expiry, read without parsing its message."""
+    deadlines: list[datetime] = []
+    if record.message.get("expires_at"):
+        deadlines.append(datetime.fromisoformat(str(record.message["expires_at"])))
+    if record.message.get("ttl_s"):
+        deadlines.append(record.enqueued_at + timedelta(seconds=float(record.message["ttl_s"])))
+    return bool(deadlines) and now >= min(deadlines)
 
 
 def _expired_part() -> PartState:

@@ -17,7 +17,8 @@ Format::
         "message": "Your code is {code}", "phone_numbers": ["+447911123456"],
         "reference_id": "login-123", "max_length": 160, "ttl_s": 300, "expires_at": null
       },
-      "access_code_enc": "gAAAAAB..."       # Fernet token of the code, or null
+      "access_code_enc": "gAAAAAB...",      # Fernet token of the code, or null
+      "campaign": null                      # the campaign id of a campaign's job, or absent
     }
 """
 
@@ -55,6 +56,7 @@ class JobRecord(BaseModel):
     enqueued_at: AwareDatetime
     message: dict[str, Any]
     access_code_enc: str | None = None
+    campaign: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
 
     @classmethod
     def create(

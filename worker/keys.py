@@ -16,6 +16,14 @@ __all__ = [
     "accounts_default_key",
     "accounts_key",
     "accounts_version_key",
+    "campaign_index_key",
+    "campaign_invalid_key",
+    "campaign_jobs_key",
+    "campaign_key",
+    "campaign_name_key",
+    "campaign_outcomes_key",
+    "campaign_ratelimit_account",
+    "campaign_seen_key",
     "identity_stores_key",
     "job_key",
     "parts_key",
@@ -98,3 +106,43 @@ def account_status_key(account: str) -> str:
 def account_status_pattern() -> str:
     """The SCAN pattern matching every :func:`account_status_key`."""
     return f"{PREFIX}:account:*:status"
+
+
+def campaign_key(campaign_id: str) -> str:
+    """Hash of a campaign: its settings, state and counters (updated atomically)."""
+    return f"{PREFIX}:campaign:{campaign_id}"
+
+
+def campaign_jobs_key(campaign_id: str) -> str:
+    """List of a campaign's job ids (one recipient each), in file order."""
+    return f"{PREFIX}:campaign:{campaign_id}:jobs"
+
+
+def campaign_seen_key(campaign_id: str) -> str:
+    """Hash of number digests -> the file chunk that staged them (duplicates are sent once)."""
+    return f"{PREFIX}:campaign:{campaign_id}:seen"
+
+
+def campaign_outcomes_key(campaign_id: str) -> str:
+    """Hash of job id -> the recipient's final outcome (JSON: number, status, ids, reason)."""
+    return f"{PREFIX}:campaign:{campaign_id}:outcomes"
+
+
+def campaign_invalid_key(campaign_id: str) -> str:
+    """List of the file's refused rows (JSON: line, masked number, reason)."""
+    return f"{PREFIX}:campaign:{campaign_id}:invalid"
+
+
+def campaign_name_key(name: str) -> str:
+    """A campaign's name -> its id (hashed: names are free text)."""
+    return f"{PREFIX}:campaign-name:{_digest(name)}"
+
+
+def campaign_index_key() -> str:
+    """Sorted set of campaign ids by creation time (``smsgw campaign list``)."""
+    return f"{PREFIX}:campaigns"
+
+
+def campaign_ratelimit_account(campaign_id: str) -> str:
+    """The name a campaign's own rate (``--rate``/``--deadline``) is limited under."""
+    return f"campaign:{campaign_id}"

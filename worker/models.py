@@ -57,6 +57,7 @@ class DeliveryStatus(StrEnum):
     FAILED_PERMANENT = "failed_permanent"  # bad input or a provider refusal; never retried
     FAILED_EXHAUSTED = "failed_exhausted"  # transient failures until attempts or time ran out
     UNKNOWN = "unknown"  # the outcome was lost in a crash; not re-sent
+    CANCELLED = "cancelled"  # its campaign was cancelled before it was sent; never sent
     DELIVERED = "delivered"  # a delivery receipt confirmed it
     UNDELIVERED = "undelivered"  # a delivery receipt reported failure
 

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from config.settings import Settings
+from gateways.base import Capabilities
+from gateways.models import GatewayAccount
 from worker.keys import ratelimit_key, ratelimit_lane_key, ratelimit_pause_key
 
-__all__ = ["GCRA_LUA", "AccountRate", "Decision", "RateLimiter", "TokenRequest"]
+__all__ = ["GCRA_LUA", "AccountRate", "Decision", "RateLimiter", "TokenRequest", "account_rate"]
 
 _US_PER_S = 1_000_000
 
@@ -114,6 +117,20 @@ class AccountRate:
             raise ValueError(f"lane_share must be in (0, 1], got {self.lane_share}")
         if self.burst < 1:
             raise ValueError(f"burst must be at least 1, got {self.burst}")
+
+
+def account_rate(
+    account: GatewayAccount, capabilities: Capabilities, settings: Settings
+) -> AccountRate:
+    """An account's limit: its own rate, else its gateway's default; bulk gets its share
+    (the account's own ``bulk_share``, else ``SMSGW_BULK_SHARE``).
+
+    The dispatcher charges sends against it and ``smsgw campaign start`` plans with it.
+    """
+    rate_per_s = account.rate_per_s or capabilities.default_rate_per_s
+    burst = max(1.0, rate_per_s * settings.rate_burst_s)
+    share = account.bulk_share or settings.bulk_share
+    return AccountRate(rate_per_s=rate_per_s, burst=burst, lane_share=share)
 
 
 @dataclass(frozen=True, slots=True)

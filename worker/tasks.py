@@ -128,8 +128,14 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
     for _, outcome in outcomes:
         if isinstance(outcome, Finished):
             metrics.record_job(outcome.result)
+    held = [(job_id, o) for job_id, o in outcomes if isinstance(o, RetryLater) and o.held]
+    if held:
+        # Held back by their campaign (paused, or its own rate): they come back together,
+        # as one batch, rather than as thousands of single tasks waiting in a worker.
+        countdown = min(outcome.countdown_s for _, outcome in held)
+        self.apply_async(args=([job_id for job_id, _ in held],), queue=queue, countdown=countdown)
     for job_id, outcome in outcomes:
-        if isinstance(outcome, RetryLater):
+        if isinstance(outcome, RetryLater) and not outcome.held:
             # The job goes on alone: its own task, its own id, retried like any job.
             send.apply_async(
                 args=(job_id,), task_id=job_id, queue=queue, countdown=outcome.countdown_s
