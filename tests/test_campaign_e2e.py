@@ -44,8 +44,11 @@ from tests.celery_harness import (
     stack_values,
     wait_for,
 )
+from worker.app import create_app
+from worker.campaign_enqueue import CampaignEnqueuer
+from worker.campaign_file import RowChecker, Template
 from worker.campaigns import CampaignStore
-from worker.crypto import generate_key
+from worker.crypto import generate_key, load_cipher
 from worker.redis_server import RedisServer
 
 TEMPLATE = "Hello {name}, reset your password at {link} with the temporary code {code}"
@@ -285,6 +288,59 @@ def test_cancel_ends_queued_recipients_cancelled_and_sends_none_after(
     assert refused.returncode == 1 and "it is cancelled" in refused.stderr
 
 
+def test_a_cancel_stops_sends_waiting_on_the_campaign_rate(e2e: Stack, tmp_path: Path) -> None:
+    # Given a campaign paced at 20/s: its batches wait on the limiter
+    path = recipients_file(tmp_path / "paced.csv", 400)
+    campaign_id = e2e.start(path, "--rate", "20")
+    wait_for(lambda: sum(e2e.inbox().values()) >= 20, timeout_s=30, what="sends to begin")
+    # When cancelled
+    assert e2e.smsgw("campaign", "cancel", campaign_id).returncode == 0
+    cancelled_at = time.time()
+    # Then nothing reaches the provider after the cancel returned (a send claimed just
+    # before it may land a moment later)
+    summary = e2e.wait_finished(campaign_id)
+    e2e.sandbox_idle()
+    late = [
+        m for m in e2e.sandbox.state.messages(provider="vonage") if m.received_at > cancelled_at
+    ]
+    assert len(late) <= 1, [m.received_at - cancelled_at for m in late]
+    assert summary["state"] == "cancelled" and summary["cancelled"] >= 300
+    assert summary["sent"] + summary["cancelled"] == 400
+    assert sum(e2e.inbox().values()) == summary["sent"]
+
+
+def test_a_paused_job_on_its_own_keeps_its_tries(e2e: Stack, tmp_path: Path) -> None:
+    # Given a campaign job retried on its own (as after a transient failure) with 38 tries
+    # used, while its campaign is paused
+    store = e2e.campaigns()
+    campaign, _ = store.create({"name": "alone", "template": TEMPLATE})
+    app = create_app(e2e.settings)
+    enqueuer = CampaignEnqueuer(store, app, e2e.settings, load_cipher(e2e.settings), checkers=0)
+    checker = RowChecker(
+        Template(TEMPLATE),
+        max_length=160,
+        max_parts=e2e.settings.max_parts,
+        default_region=None,
+        allowed_types=e2e.settings.allowed_number_types,
+    )
+    enqueuer.stage(campaign, checker, recipients_file(tmp_path / "alone.csv", 1))
+    store.mark_published(campaign.id, 1)
+    store.mark_enqueued(campaign.id)
+    [job_id] = store.job_ids(campaign.id, 0, 1)
+    store.transition(campaign.id, "pause")
+    app.send_task("sms.send", args=[job_id], task_id=job_id, queue="bulk", retries=38)
+    # When it stays paused for several looks (every 0.5 s), then resumes into a transient
+    # failure
+    time.sleep(3.0)
+    e2e.sandbox.state.set_faults("vonage", MAIN_ACCOUNT, Faults(error_next=1))
+    store.transition(campaign.id, "resume")
+    # Then the looks while paused did not use up its tries: it is retried, and sent
+    summary = e2e.wait_finished(campaign.id, timeout_s=30)
+    app.close()
+    assert summary["sent"] == 1, summary
+    assert e2e.inbox() == Counter({number_of(0): 1})
+
+
 def test_a_worker_killed_mid_campaign_sends_nobody_twice(e2e: Stack, tmp_path: Path) -> None:
     # Provider calls take 100-300 ms, so the kill lands with sends in flight
     e2e.sandbox.state.set_faults(
@@ -363,6 +419,22 @@ def test_deadline_is_checked_against_the_account_rate(e2e: Stack, tmp_path: Path
         "campaign", "start", str(path), "-t", TEMPLATE, "--deadline", "2099-01-01T00:00:00Z"
     )
     assert too_far.returncode == 2 and "SMSGW_JOB_TTL_S" in too_far.stderr
+    # So is a pace that would take longer than the jobs are kept
+    too_slow = e2e.smsgw("campaign", "start", str(path), "-t", TEMPLATE, "--rate", "0.00001")
+    assert too_slow.returncode == 1, too_slow.stderr
+    assert "longer than its jobs are kept (SMSGW_JOB_TTL_S" in too_slow.stderr
+    assert e2e.db(STATE_DB).dbsize() == 0
+
+
+def test_a_file_that_stops_being_utf8_leaves_no_campaign(e2e: Stack, tmp_path: Path) -> None:
+    path = recipients_file(tmp_path / "broken.csv", 1_500)
+    with path.open("ab") as handle:
+        handle.write(b"+447400599999,Br\xff\xfeken,https://x,1\n")
+    started = e2e.smsgw("campaign", "start", str(path), "-t", TEMPLATE)
+    assert started.returncode == 1 and "not UTF-8" in started.stderr
+    assert json.loads(e2e.smsgw("campaign", "list", "--json").stdout) == []
+    assert e2e.db(STATE_DB).dbsize() == 0
+    assert e2e.inbox() == Counter()
 
 
 def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: Path) -> None:
