@@ -570,3 +570,45 @@ def test_a_stored_identity_store_gives_the_account_and_the_region(
     e2e.sandbox_idle()
     sent = [m for m in e2e.sandbox.state.messages(provider="vonage") if m.sender == "Tenant"]
     assert sorted("+" + m.to for m in sent) == [f"+4474006000{i:02d}" for i in range(5)]
+
+
+def test_a_start_killed_while_publishing_then_cancelled_accounts_for_everyone(
+    e2e: Stack, tmp_path: Path
+) -> None:
+    path = recipients_file(tmp_path / "publish-crash.csv", 3_000)
+    command = [sys.executable, "-m", "worker.cli", "campaign", "start", str(path), "-t", TEMPLATE]
+    # Given a start killed part-way through publishing (one job a task, so it takes a while)
+    process = subprocess.Popen(
+        command,
+        env={**e2e.env, "SMSGW_BULK_BATCH_SIZE": "1"},
+        cwd=e2e.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    store = e2e.campaigns()
+
+    def publishing() -> bool:
+        found = store.all()
+        return bool(found) and found[0].count("published") >= 200
+
+    try:
+        wait_for(publishing, timeout_s=60, interval_s=0.005, what="publishing to begin")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [crashed] = store.all()
+    assert not crashed.enqueued and crashed.count("published") < 3_000
+    # When it is cancelled instead of started again
+    assert e2e.smsgw("campaign", "cancel", crashed.id).returncode == 0
+    # Then the campaign ends: every recipient sent once or cancelled, none left queued
+    summary = e2e.wait_finished(crashed.id)
+    assert summary["state"] == "cancelled" and summary["finished_at"]
+    assert summary["sent"] + summary["cancelled"] == 3_000
+    assert summary["cancelled"] >= 3_000 - crashed.count("published")
+    e2e.sandbox_idle()
+    inbox = e2e.inbox()
+    assert sum(inbox.values()) == summary["sent"] and max(inbox.values(), default=1) == 1
+    rows = e2e.report(crashed.id, tmp_path / "report.csv")
+    assert len(rows) == 3_000 and "queued" not in {r["status"] for r in rows}
+    assert e2e.smsgw("campaign", "watch", crashed.id).returncode == 0

@@ -21,10 +21,13 @@ State machine::
     running | paused -> finished         every recipient has a final outcome
 
 Workers ask two things (:class:`CampaignGate`): *may this job go now* (not while paused;
-a cancelled campaign's job settles ``cancelled`` unsent; a campaign with its own rate takes
-its tokens from a second GCRA key), and *record this job's final outcome*, which happens
-exactly once per job (``HSETNX`` on the outcomes hash, then the counters, in one script),
-so a redelivered job never counts twice.
+a cancelled campaign's job settles ``cancelled`` unsent; a campaign with its own rate has
+its tokens taken from a second GCRA key in each part's claim, with the account's), and
+*record this job's final outcome*, which happens exactly once per job (``HSETNX`` on the
+outcomes hash, then the counters, in one script), so a redelivered job never counts twice.
+
+Every change (an outcome, a pause, a published batch, a committed chunk) renews the TTL of
+all the campaign's keys together, the name key included, so none outlives the others.
 """
 
 from __future__ import annotations
