@@ -364,7 +364,7 @@ class Dispatcher:
         waits = await self._send_all(job, recipients) if go else []
         held = [w for w in waits if w.held]
         if held:
-            # Not a failed try: the job comes back with its campaign's batch, unrestricted.
+            # Not a failed try: the job comes back later in a batch, its tries untouched.
             countdown_s = min(
                 min(w.after_s or 0.0 for w in held), float(self._settings.max_retry_countdown_s)
             )
