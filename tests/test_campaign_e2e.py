@@ -44,8 +44,11 @@ from tests.celery_harness import (
     stack_values,
     wait_for,
 )
+from worker.app import create_app
+from worker.campaign_enqueue import CampaignEnqueuer
+from worker.campaign_file import RowChecker, Template
 from worker.campaigns import CampaignStore
-from worker.crypto import generate_key
+from worker.crypto import generate_key, load_cipher
 from worker.redis_server import RedisServer
 
 TEMPLATE = "Hello {name}, reset your password at {link} with the temporary code {code}"
@@ -285,6 +288,59 @@ def test_cancel_ends_queued_recipients_cancelled_and_sends_none_after(
     assert refused.returncode == 1 and "it is cancelled" in refused.stderr
 
 
+def test_a_cancel_stops_sends_waiting_on_the_campaign_rate(e2e: Stack, tmp_path: Path) -> None:
+    # Given a campaign paced at 20/s: its batches wait on the limiter
+    path = recipients_file(tmp_path / "paced.csv", 400)
+    campaign_id = e2e.start(path, "--rate", "20")
+    wait_for(lambda: sum(e2e.inbox().values()) >= 20, timeout_s=30, what="sends to begin")
+    # When cancelled
+    assert e2e.smsgw("campaign", "cancel", campaign_id).returncode == 0
+    cancelled_at = time.time()
+    # Then nothing reaches the provider after the cancel returned (a send claimed just
+    # before it may land a moment later)
+    summary = e2e.wait_finished(campaign_id)
+    e2e.sandbox_idle()
+    late = [
+        m for m in e2e.sandbox.state.messages(provider="vonage") if m.received_at > cancelled_at
+    ]
+    assert len(late) <= 1, [m.received_at - cancelled_at for m in late]
+    assert summary["state"] == "cancelled" and summary["cancelled"] >= 300
+    assert summary["sent"] + summary["cancelled"] == 400
+    assert sum(e2e.inbox().values()) == summary["sent"]
+
+
+def test_a_paused_job_on_its_own_keeps_its_tries(e2e: Stack, tmp_path: Path) -> None:
+    # Given a campaign job retried on its own (as after a transient failure) with 38 tries
+    # used, while its campaign is paused
+    store = e2e.campaigns()
+    campaign, _ = store.create({"name": "alone", "template": TEMPLATE})
+    app = create_app(e2e.settings)
+    enqueuer = CampaignEnqueuer(store, app, e2e.settings, load_cipher(e2e.settings), checkers=0)
+    checker = RowChecker(
+        Template(TEMPLATE),
+        max_length=160,
+        max_parts=e2e.settings.max_parts,
+        default_region=None,
+        allowed_types=e2e.settings.allowed_number_types,
+    )
+    enqueuer.stage(campaign, checker, recipients_file(tmp_path / "alone.csv", 1))
+    store.mark_published(campaign.id, 1)
+    store.mark_enqueued(campaign.id)
+    [job_id] = store.job_ids(campaign.id, 0, 1)
+    store.transition(campaign.id, "pause")
+    app.send_task("sms.send", args=[job_id], task_id=job_id, queue="bulk", retries=38)
+    # When it stays paused for several looks (every 0.5 s), then resumes into a transient
+    # failure
+    time.sleep(3.0)
+    e2e.sandbox.state.set_faults("vonage", MAIN_ACCOUNT, Faults(error_next=1))
+    store.transition(campaign.id, "resume")
+    # Then the looks while paused did not use up its tries: it is retried, and sent
+    summary = e2e.wait_finished(campaign.id, timeout_s=30)
+    app.close()
+    assert summary["sent"] == 1, summary
+    assert e2e.inbox() == Counter({number_of(0): 1})
+
+
 def test_a_worker_killed_mid_campaign_sends_nobody_twice(e2e: Stack, tmp_path: Path) -> None:
     # Provider calls take 100-300 ms, so the kill lands with sends in flight
     e2e.sandbox.state.set_faults(
@@ -363,6 +419,22 @@ def test_deadline_is_checked_against_the_account_rate(e2e: Stack, tmp_path: Path
         "campaign", "start", str(path), "-t", TEMPLATE, "--deadline", "2099-01-01T00:00:00Z"
     )
     assert too_far.returncode == 2 and "SMSGW_JOB_TTL_S" in too_far.stderr
+    # So is a pace that would take longer than the jobs are kept
+    too_slow = e2e.smsgw("campaign", "start", str(path), "-t", TEMPLATE, "--rate", "0.00001")
+    assert too_slow.returncode == 1, too_slow.stderr
+    assert "longer than its jobs are kept (SMSGW_JOB_TTL_S" in too_slow.stderr
+    assert e2e.db(STATE_DB).dbsize() == 0
+
+
+def test_a_file_that_stops_being_utf8_leaves_no_campaign(e2e: Stack, tmp_path: Path) -> None:
+    path = recipients_file(tmp_path / "broken.csv", 1_500)
+    with path.open("ab") as handle:
+        handle.write(b"+447400599999,Br\xff\xfeken,https://x,1\n")
+    started = e2e.smsgw("campaign", "start", str(path), "-t", TEMPLATE)
+    assert started.returncode == 1 and "not UTF-8" in started.stderr
+    assert json.loads(e2e.smsgw("campaign", "list", "--json").stdout) == []
+    assert e2e.db(STATE_DB).dbsize() == 0
+    assert e2e.inbox() == Counter()
 
 
 def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: Path) -> None:
@@ -498,3 +570,45 @@ def test_a_stored_identity_store_gives_the_account_and_the_region(
     e2e.sandbox_idle()
     sent = [m for m in e2e.sandbox.state.messages(provider="vonage") if m.sender == "Tenant"]
     assert sorted("+" + m.to for m in sent) == [f"+4474006000{i:02d}" for i in range(5)]
+
+
+def test_a_start_killed_while_publishing_then_cancelled_accounts_for_everyone(
+    e2e: Stack, tmp_path: Path
+) -> None:
+    path = recipients_file(tmp_path / "publish-crash.csv", 3_000)
+    command = [sys.executable, "-m", "worker.cli", "campaign", "start", str(path), "-t", TEMPLATE]
+    # Given a start killed part-way through publishing (one job a task, so it takes a while)
+    process = subprocess.Popen(
+        command,
+        env={**e2e.env, "SMSGW_BULK_BATCH_SIZE": "1"},
+        cwd=e2e.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    store = e2e.campaigns()
+
+    def publishing() -> bool:
+        found = store.all()
+        return bool(found) and found[0].count("published") >= 200
+
+    try:
+        wait_for(publishing, timeout_s=60, interval_s=0.005, what="publishing to begin")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    [crashed] = store.all()
+    assert not crashed.enqueued and crashed.count("published") < 3_000
+    # When it is cancelled instead of started again
+    assert e2e.smsgw("campaign", "cancel", crashed.id).returncode == 0
+    # Then the campaign ends: every recipient sent once or cancelled, none left queued
+    summary = e2e.wait_finished(crashed.id)
+    assert summary["state"] == "cancelled" and summary["finished_at"]
+    assert summary["sent"] + summary["cancelled"] == 3_000
+    assert summary["cancelled"] >= 3_000 - crashed.count("published")
+    e2e.sandbox_idle()
+    inbox = e2e.inbox()
+    assert sum(inbox.values()) == summary["sent"] and max(inbox.values(), default=1) == 1
+    rows = e2e.report(crashed.id, tmp_path / "report.csv")
+    assert len(rows) == 3_000 and "queued" not in {r["status"] for r in rows}
+    assert e2e.smsgw("campaign", "watch", crashed.id).returncode == 0

@@ -3,9 +3,11 @@ campaign (pause, cancel, its own rate, outcomes) through the real dispatcher and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,13 +19,14 @@ from celery import Celery
 from redis.asyncio import Redis
 
 from config.settings import Settings, override_settings
-from gateways.sandbox import SandboxServer
+from gateways.sandbox import Faults, SandboxServer
 from worker.accounts import SettingsAccounts
 from worker.app import create_app
 from worker.campaign_enqueue import CampaignEnqueuer
 from worker.campaign_file import RowChecker, Template
 from worker.campaigns import (
     CampaignError,
+    CampaignGate,
     CampaignState,
     CampaignStore,
     Outcome,
@@ -33,8 +36,22 @@ from worker.campaigns import (
 from worker.crypto import Cipher, generate_key
 from worker.dispatch import Dispatcher, Finished, RetryLater
 from worker.jobs import JobRecord
-from worker.keys import campaign_outcomes_key, job_key
+from worker.keys import (
+    campaign_invalid_key,
+    campaign_jobs_key,
+    campaign_key,
+    campaign_name_key,
+    campaign_outcomes_key,
+    campaign_publish_lock_key,
+    campaign_ratelimit_account,
+    campaign_seen_key,
+    job_key,
+    parts_key,
+    ratelimit_key,
+)
 from worker.models import DeliveryStatus
+from worker.ratelimit import RateLimiter
+from worker.results import job_failure
 
 TEMPLATE = "Hi {name}, reset your password: {link} (code {code})"
 
@@ -317,26 +334,6 @@ def test_the_same_name_is_the_same_campaign(store: CampaignStore) -> None:
     assert [c.id for c in store.all()] == [first.id]
 
 
-def test_outcomes_count_once_and_finish_the_campaign(store: CampaignStore) -> None:
-    campaign, _ = store.create({"name": "count", "template": TEMPLATE})
-    store.redis.hset(f"sms:campaign:{campaign.id}", mapping={"recipients": 2})
-    sent = Outcome("a" * 32, number_of(1), "sent", ["id-1"], 1, "")
-    failed = Outcome("b" * 32, number_of(2), "failed_permanent", [], 0, "invalid number")
-    store.mark_enqueued(campaign.id)
-
-    assert store.record(campaign.id, sent)
-    assert not store.record(campaign.id, sent)  # a redelivered job: counted once
-    assert store.require(campaign.id).state is CampaignState.RUNNING
-    assert store.record(campaign.id, failed)
-
-    done = store.require(campaign.id)
-    assert done.state is CampaignState.FINISHED
-    assert done.summary()["sent"] == 1 and done.summary()["failed"] == 1
-    assert done.count("done") == 2 and done.remaining == 0
-    assert done.count("segments_sent") == 1
-    assert done.fields["finished_at"]
-
-
 def test_plan_rate() -> None:
     # No deadline: the account's bulk share, or --rate below it
     assert plan_rate(1000, bulk_rate_per_s=40).rate_per_s is None
@@ -443,5 +440,270 @@ async def test_a_campaign_rate_holds_jobs_beyond_it(
     finished = [o for o in outcomes if isinstance(o, Finished)]
     held = [o for o in outcomes if isinstance(o, RetryLater)]
     assert 1 <= len(finished) <= 2
-    assert all(o.held and o.reason == "campaign rate" for o in held)
+    assert all(o.held and o.reason.startswith("rate limit of its campaign") for o in held)
     assert len(sandbox.state.messages()) == len(finished)
+
+
+async def test_outcomes_count_once_and_finish_the_campaign(
+    async_redis: Redis, store: CampaignStore, settings: Settings
+) -> None:
+    # The worker's recorder, as dispatch uses it
+    gate = CampaignGate(async_redis, ttl_s=settings.job_ttl_s)
+    campaign, _ = store.create({"name": "count", "template": TEMPLATE})
+    store.redis.hset(f"sms:campaign:{campaign.id}", mapping={"recipients": 2})
+    sent = Outcome("a" * 32, number_of(1), "sent", ["id-1"], 1, "")
+    store.mark_enqueued(campaign.id)
+
+    assert await gate.record_outcome(campaign.id, sent)
+    assert not await gate.record_outcome(campaign.id, sent)  # a redelivered job: counted once
+    assert store.require(campaign.id).state is CampaignState.RUNNING
+    assert await gate.record(campaign.id, job_failure("b" * 32, "bad"), number_of(2))
+
+    done = store.require(campaign.id)
+    assert done.state is CampaignState.FINISHED
+    assert done.summary()["sent"] == 1 and done.summary()["failed"] == 1
+    assert done.count("done") == 2 and done.remaining == 0
+    assert done.count("segments_sent") == 1
+    assert done.fields["finished_at"]
+    assert not await gate.record_outcome("0" * 32, sent)  # a campaign that is gone
+
+
+async def _dispatch_and_act(
+    dispatcher: Dispatcher, ids: list[str], campaign_id: str, act: Any, after_s: float
+) -> tuple[list[Finished | RetryLater], float]:
+    """Dispatch ``ids`` as one batch; ``act()`` after ``after_s``; (outcomes, act time)."""
+    batch = asyncio.create_task(dispatcher.dispatch_many(ids, campaign=campaign_id))
+    await asyncio.sleep(after_s)
+    await asyncio.to_thread(act)
+    acted_at = time.time()
+    return [o for _, o in await batch], acted_at
+
+
+async def test_a_cancel_stops_jobs_waiting_on_the_rate_limit(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    # Given a batch of 8 jobs of a campaign paced at 2.5/s: each waits ~0.4 s (below the
+    # 0.5 s inline wait) for the one before it
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 8))
+    store.set_rate(campaign_id, 2.5)
+    ids = store.job_ids(campaign_id, 0, 10)
+    # When cancelled 0.6 s into the batch
+    outcomes, cancelled_at = await _dispatch_and_act(
+        dispatcher, ids, campaign_id, lambda: store.transition(campaign_id, "cancel"), 0.6
+    )
+    # Then nothing reached the provider after the cancel (a send already claimed may
+    # land just after), and the others ended cancelled, unsent
+    late = [m for m in sandbox.state.messages() if m.received_at > cancelled_at + 0.2]
+    assert late == []
+    sent = len(sandbox.state.messages())
+    assert 1 <= sent <= 4
+    statuses = [o.result.recipients[0].status for o in outcomes if isinstance(o, Finished)]
+    assert len(statuses) == 8
+    assert statuses.count(DeliveryStatus.CANCELLED) == 8 - sent
+    assert store.require(campaign_id).summary()["cancelled"] == 8 - sent
+
+
+async def test_a_pause_holds_jobs_waiting_on_the_rate_limit(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 8))
+    store.set_rate(campaign_id, 2.5)
+    ids = store.job_ids(campaign_id, 0, 10)
+    # When paused 0.6 s into the batch
+    outcomes, paused_at = await _dispatch_and_act(
+        dispatcher, ids, campaign_id, lambda: store.transition(campaign_id, "pause"), 0.6
+    )
+    # Then no send started after the pause; the rest are held, not counted
+    assert [m for m in sandbox.state.messages() if m.received_at > paused_at + 0.2] == []
+    sent = len(sandbox.state.messages())
+    held = [o for o in outcomes if isinstance(o, RetryLater)]
+    assert 1 <= sent <= 4 and len(held) == 8 - sent
+    assert all(o.held and o.reason == "campaign paused" for o in held)
+    assert store.require(campaign_id).count("done") == sent
+
+
+async def test_a_paused_campaign_batch_is_held_without_reading_its_jobs(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 5))
+    ids = store.job_ids(campaign_id, 0, 10)
+    store.transition(campaign_id, "pause")
+    # The jobs' records are not even read: with them gone, the batch is still just held
+    redis_client.delete(*[job_key(i) for i in ids])
+    outcomes = [o for _, o in await dispatcher.dispatch_many(ids, campaign=campaign_id)]
+    assert all(isinstance(o, RetryLater) and o.held for o in outcomes)
+    assert store.require(campaign_id).count("done") == 0
+
+
+async def test_campaign_tokens_are_not_taken_when_the_account_refuses(
+    dispatcher: Dispatcher,
+    async_redis: Redis,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    redis_client: redis.Redis,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    # Given a campaign with its own rate, and its account throttled for a while
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 3))
+    store.set_rate(campaign_id, 1.0)
+    ids = store.job_ids(campaign_id, 0, 10)
+    await RateLimiter(async_redis).pause("main", 5.0)
+    # When its jobs are tried
+    outcomes = [o for _, o in await dispatcher.dispatch_many(ids, campaign=campaign_id)]
+    # Then they are held, nothing sent, and the campaign's own rate was not charged
+    assert all(isinstance(o, RetryLater) and o.held for o in outcomes)
+    assert sandbox.state.messages() == []
+    assert redis_client.get(ratelimit_key(campaign_ratelimit_account(campaign_id))) is None
+
+
+def _ttls(redis_client: redis.Redis, campaign_id: str, name: str, ids: list[str]) -> list[int]:
+    keys = [
+        campaign_key(campaign_id),
+        campaign_outcomes_key(campaign_id),
+        campaign_jobs_key(campaign_id),
+        campaign_seen_key(campaign_id),
+        campaign_invalid_key(campaign_id),
+        campaign_name_key(name),
+    ]
+    ttls = [int(redis_client.ttl(key)) for key in keys + [job_key(i) for i in ids]]
+    return [ttl for ttl in ttls if ttl != -2]  # -2: no such key (no outcome yet)
+
+
+async def test_every_key_of_a_campaign_lives_as_long_as_the_others(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    rows = [[number_of(i), f"U{i}", "https://x", code_of(i)] for i in range(4)]
+    path = write_csv(tmp_path / "ttl.csv", [*rows, ["12", "Bad", "https://x", "1"]])
+    campaign_id = start(store, enqueuer, settings, path, name="ttl")
+    ids = store.job_ids(campaign_id, 0, 10)
+    store.transition(campaign_id, "pause")
+    # Given every key near its end (time has passed since the start)
+    for key in redis_client.scan_iter("sms:campaign*"):
+        redis_client.expire(key, 5)
+    for job_id in ids:
+        redis_client.expire(job_key(job_id), 5)
+    # When a change comes (a resume), then an outcome
+    store.transition(campaign_id, "resume")
+    assert min(_ttls(redis_client, campaign_id, "ttl", ids)) > settings.job_ttl_s - 60
+    for key in redis_client.scan_iter("sms:campaign*"):
+        redis_client.expire(key, 5)
+    await dispatcher.dispatch_many(ids[:1], campaign=campaign_id)
+    # Then every key of the campaign has its full lifetime again, together
+    assert min(_ttls(redis_client, campaign_id, "ttl", [])) > settings.job_ttl_s - 60
+
+
+async def test_a_campaign_job_found_gone_still_gets_its_outcome(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 3))
+    ids = store.job_ids(campaign_id, 0, 10)
+    # Given a job whose record expired (a campaign paused longer than jobs are kept)
+    redis_client.delete(job_key(ids[0]))
+    # When its batch runs
+    await dispatcher.dispatch_many(ids, campaign=campaign_id)
+    # Then it is counted expired, and the campaign finishes
+    campaign = store.require(campaign_id)
+    assert campaign.state is CampaignState.FINISHED
+    assert campaign.summary()["expired"] == 1 and campaign.summary()["sent"] == 2
+    outcome = dict(store.outcomes(campaign_id))[ids[0]]
+    assert outcome is not None and "SMSGW_JOB_TTL_S" in outcome.reason
+    assert redis_client.exists(parts_key(ids[0])) == 0
+
+
+def test_cancelling_an_unfinished_start_ends_its_unpublished_recipients(
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    with override_settings(**{**settings.model_dump(), "bulk_batch_size": 5}) as small:
+        campaign, _ = store.create({"name": "half", "template": TEMPLATE})
+        enqueuer = CampaignEnqueuer(store, enqueuer._publisher, small, Cipher([generate_key()]))
+        enqueuer.stage(campaign, row_checker(small), recipients_file(tmp_path, 120))
+
+        def stop_after_first(position: int) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            enqueuer.publish(campaign.id, on_batch=stop_after_first)
+    assert store.require(campaign.id).count("published") == 50
+    # When cancelled instead of started again
+    store.transition(campaign.id, "cancel")
+    # Then the 70 never published end cancelled, with their numbers; the campaign is
+    # enqueued (nothing more will come) and ends when the 50 published have outcomes
+    cancelled = store.require(campaign.id)
+    assert cancelled.enqueued and cancelled.summary()["cancelled"] == 70
+    assert cancelled.remaining == 50 and not cancelled.fields.get("finished_at")
+    outcomes = list(store.outcomes(campaign.id))
+    assert [o.e164 for _, o in outcomes[50:] if o] == [number_of(i) for i in range(50, 120)]
+    assert all(o is None for _, o in outcomes[:50])
+    # And a second cancel changes nothing
+    with pytest.raises(CampaignError, match="it is cancelled"):
+        store.transition(campaign.id, "cancel")
+    assert store.cancel_unpublished(campaign.id) == 0
+
+
+def test_only_one_process_publishes_a_campaign(
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    campaign, _ = store.create({"name": "once", "template": TEMPLATE})
+    enqueuer.stage(campaign, row_checker(settings), recipients_file(tmp_path, 12))
+    # Given another process publishing it
+    redis_client.set(campaign_publish_lock_key(campaign.id), "other", ex=60)
+    # Then this one is refused, having published nothing
+    with pytest.raises(CampaignError, match="being published by another process"):
+        enqueuer.publish(campaign.id)
+    assert queued(redis_client, "bulk") == []
+    # And once that lock is gone, it publishes everyone, each batch with its campaign
+    redis_client.delete(campaign_publish_lock_key(campaign.id))
+    assert enqueuer.publish(campaign.id) == 12
+    assert len([j for b in queued(redis_client, "bulk") for j in b]) == 12
+    assert redis_client.exists(campaign_publish_lock_key(campaign.id)) == 0
+
+
+async def test_a_job_retried_very_often_gives_up_cleanly(
+    dispatcher: Dispatcher,
+    store: CampaignStore,
+    enqueuer: CampaignEnqueuer,
+    settings: Settings,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    # A transient failure on a job's 2,000th try: it gives up, no arithmetic overflow
+    campaign_id = start(store, enqueuer, settings, recipients_file(tmp_path, 1))
+    [job_id] = store.job_ids(campaign_id, 0, 10)
+    sandbox.state.set_faults("vonage", "*", Faults(error_next=1))
+    outcome = await dispatcher.dispatch(job_id, attempt=2_000)
+    assert isinstance(outcome, Finished)
+    assert outcome.result.recipients[0].status is DeliveryStatus.FAILED_EXHAUSTED

@@ -9,19 +9,23 @@ Then the chunk is *committed* (its counts and refused rows, in one script that a
 chunk once). Nothing is sent yet: this is the cost preview, and ``--dry-run`` stops here.
 
 **Publish.** Job ids are read back from the list in file order and published
-``bulk_batch_size`` to an ``sms.send_batch`` task on the bulk lane; a cursor in the
-campaign records how far publishing got.
+``bulk_batch_size`` to an ``sms.send_batch`` task on the bulk lane (the campaign id goes
+with it, so a paused campaign's batch is held after one read); a cursor in the campaign
+records how far publishing got, batch by batch. One process publishes a campaign at a time
+(a lock in Redis, which lapses if that process dies).
 
 The producer holds one chunk at a time, so its memory does not grow with the file. A
 crash at any point is resumed by running ``start`` again: committed chunks are skipped,
 an interrupted chunk is redone (its recipients already stored are recognised, not counted
-twice, and not lost), and publishing restarts at the cursor; a batch published twice is
-harmless, since a part is never sent twice and an outcome is recorded once. Two ``start``
-processes of one campaign at once are safe for the same reasons: a chunk's counts are
-committed by whichever finishes it first, and the other's commit of it is ignored.
+twice, and not lost), and publishing restarts at the cursor. At most the one batch in
+flight at the crash is published twice: nobody is sent twice (a part is claimed once), but
+if both copies run at the same moment, a recipient may end ``unknown`` although sent.
+Two ``start`` processes of one campaign at once stage safely (a chunk's counts are committed
+by whichever finishes it first), and the second is refused at publishing.
 
-A campaign's jobs live ``SMSGW_JOB_TTL_S`` (7 days) from when they were stored: a campaign
-paced (``--rate``, ``--deadline``) beyond that would find its last jobs gone.
+A campaign's jobs live ``SMSGW_JOB_TTL_S`` (7 days) from when they were stored (a resume
+renews them): ``start`` refuses a pace that would take longer, and a job found gone still
+gets an outcome (``expired``), so the campaign finishes.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import LockError
+from redis.lock import Lock
+
 from config.settings import Settings
 from worker.campaign_file import InvalidRow, RowChecker, read_rows
 from worker.campaigns import (
@@ -51,11 +58,13 @@ from worker.campaigns import (
 )
 from worker.crypto import Cipher
 from worker.jobs import JOB_FORMAT_VERSION
+from worker.keys import campaign_publish_lock_key
 from worker.producer import SEND_BATCH_TASK, Publisher
 
 __all__ = ["CampaignEnqueuer", "StageProgress"]
 
 DEFAULT_CHUNK_ROWS = 1000
+_PUBLISH_LOCK_S = 60  # renewed every 10 batches; a dead publisher's lock lapses after this
 _MAX_CHECKERS = 4
 
 _Rows = list[tuple[int, dict[str, str] | str]]
@@ -337,13 +346,27 @@ class CampaignEnqueuer:
             raise CampaignError(f"campaign {campaign_id} is not fully staged; run start again")
         lane = self._settings.lanes.bulk
         batch = self._settings.bulk_batch_size
-        position = campaign.count("published")
-        published = 0
-        # One broker connection for every batch, not one taken from the pool per task.
-        with contextlib.ExitStack() as stack:
-            options = _producer_options(self._publisher, stack)
-            published = self._publish_from(campaign_id, position, lane, batch, options, on_batch)
-        self._store.mark_enqueued(campaign_id)
+        lock = self._store.redis.lock(
+            campaign_publish_lock_key(campaign_id), timeout=_PUBLISH_LOCK_S, blocking=False
+        )
+        if not lock.acquire():
+            raise CampaignError(
+                f"campaign {campaign_id} is being published by another process; "
+                f"try again in {_PUBLISH_LOCK_S} s if that process died"
+            )
+        try:
+            # Read after taking the lock: the cursor another publisher left.
+            position = self._store.require(campaign_id).count("published")
+            # One broker connection for every batch, not one taken from the pool per task.
+            with contextlib.ExitStack() as stack:
+                options = _producer_options(self._publisher, stack)
+                published = self._publish_from(
+                    campaign_id, position, lane, batch, options, on_batch, lock
+                )
+            self._store.mark_enqueued(campaign_id)
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
         return published
 
     def _publish_from(
@@ -354,19 +377,25 @@ class CampaignEnqueuer:
         batch: int,
         options: dict[str, Any],
         on_batch: Callable[[int], None] | None,
+        lock: Lock,
     ) -> int:
         published = 0
+        kwargs = {"campaign": campaign_id}
         while True:
             ids = self._store.job_ids(campaign_id, position, batch * 10)
             if not ids:
                 break
+            if not lock.reacquire():  # still ours, for another _PUBLISH_LOCK_S
+                raise CampaignError(f"lost the publishing lock of campaign {campaign_id}")
             for first in range(0, len(ids), batch):
+                jobs = ids[first : first + batch]
                 self._publisher.send_task(
-                    SEND_BATCH_TASK, args=[ids[first : first + batch]], queue=lane, **options
+                    SEND_BATCH_TASK, args=[jobs], kwargs=kwargs, queue=lane, **options
                 )
-            position += len(ids)
-            published += len(ids)
-            self._store.mark_published(campaign_id, position)
+                # The cursor moves with every batch: a crash re-publishes at most one.
+                position += len(jobs)
+                published += len(jobs)
+                self._store.mark_published(campaign_id, position)
             if on_batch is not None:
                 on_batch(position)
         return published

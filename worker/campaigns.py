@@ -21,10 +21,13 @@ State machine::
     running | paused -> finished         every recipient has a final outcome
 
 Workers ask two things (:class:`CampaignGate`): *may this job go now* (not while paused;
-a cancelled campaign's job settles ``cancelled`` unsent; a campaign with its own rate takes
-its tokens from a second GCRA key), and *record this job's final outcome*, which happens
-exactly once per job (``HSETNX`` on the outcomes hash, then the counters, in one script),
-so a redelivered job never counts twice.
+a cancelled campaign's job settles ``cancelled`` unsent; a campaign with its own rate has
+its tokens taken from a second GCRA key in each part's claim, with the account's), and
+*record this job's final outcome*, which happens exactly once per job (``HSETNX`` on the
+outcomes hash, then the counters, in one script), so a redelivered job never counts twice.
+
+Every change (an outcome, a pause, a published batch, a committed chunk) renews the TTL of
+all the campaign's keys together, the name key included, so none outlives the others.
 """
 
 from __future__ import annotations
@@ -316,23 +319,64 @@ local function finish_if_done(key, now)
 end
 """
 
-# KEYS[1] outcomes hash, KEYS[2] campaign hash
+# Every key of a campaign lives as long as the others: each change refreshes them all
+# together (and the name key, kept in the hash's ``name_key``). Embedded below.
+# KEYS[1..5] the campaign's keys (:func:`_campaign_keys`: the hash first).
+_REFRESH_LUA = """
+local function refresh_all(ttl)
+  for i = 1, 5 do
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+  local name_key = redis.call('HGET', KEYS[1], 'name_key')
+  if name_key then
+    redis.call('EXPIRE', name_key, ttl)
+  end
+end
+"""
+
+# KEYS[1..5] the campaign's keys (hash, outcomes, ...)
 # ARGV[1] job id, ARGV[2] outcome JSON, ARGV[3] status, ARGV[4] segments sent, ARGV[5] now,
-# ARGV[6] TTL s. Returns 1 when recorded, 0 when the job's outcome was already recorded.
+# ARGV[6] TTL s. Returns 1 when recorded, 0 when the job's outcome was already recorded,
+# -1 when the campaign is gone.
 _RECORD = (
     _FINISH_LUA
+    + _REFRESH_LUA
     + """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('HINCRBY', KEYS[2], 'done', 1)
-redis.call('HINCRBY', KEYS[2], 'status:' .. ARGV[3], 1)
-redis.call('HINCRBY', KEYS[2], 'segments_sent', ARGV[4])
-redis.call('HSETNX', KEYS[2], 'first_done_at', ARGV[5])
-redis.call('HSET', KEYS[2], 'last_done_at', ARGV[5])
-finish_if_done(KEYS[2], ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'done', 1)
+redis.call('HINCRBY', KEYS[1], 'status:' .. ARGV[3], 1)
+redis.call('HINCRBY', KEYS[1], 'segments_sent', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'first_done_at', ARGV[5])
+redis.call('HSET', KEYS[1], 'last_done_at', ARGV[5])
+finish_if_done(KEYS[1], ARGV[5])
+refresh_all(ARGV[6])
 return 1
+"""
+)
+
+# Cancel the recipients a crashed start never published: each gets ``cancelled`` (once).
+# KEYS[1..5] the campaign's keys; ARGV[1] now, ARGV[2] TTL s, ARGV[3] "1" when these are
+# the last ones, then (job id, outcome JSON) pairs. Returns how many were recorded now.
+_CANCEL_UNPUBLISHED = (
+    _FINISH_LUA
+    + _REFRESH_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local recorded = 0
+for i = 4, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    recorded = recorded + 1
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'done', recorded)
+redis.call('HINCRBY', KEYS[1], 'status:cancelled', recorded)
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'enqueued', '1')
+  finish_if_done(KEYS[1], ARGV[1])
+end
+refresh_all(ARGV[2])
+return recorded
 """
 )
 
@@ -361,10 +405,12 @@ end
 return answers
 """
 
-# KEYS[1] campaign hash, KEYS[2] invalid list, KEYS[3..] keys whose TTL to refresh
+# KEYS[1..5] the campaign's keys (KEYS[5] the invalid list)
 # ARGV[1] the chunk count after this one, ARGV[2] counter increments (JSON object),
 # ARGV[3] TTL s, ARGV[4..] refused rows (JSON). Idempotent: a chunk commits once.
-_COMMIT = """
+_COMMIT = (
+    _REFRESH_LUA
+    + """
 if tonumber(redis.call('HGET', KEYS[1], 'chunks') or '0') >= tonumber(ARGV[1]) then
   return 0
 end
@@ -373,21 +419,25 @@ for name, value in pairs(cjson.decode(ARGV[2])) do
   redis.call('HINCRBY', KEYS[1], name, value)
 end
 for i = 4, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+  redis.call('RPUSH', KEYS[5], ARGV[i])
 end
-for i = 1, #KEYS do
-  redis.call('EXPIRE', KEYS[i], ARGV[3])
-end
+refresh_all(ARGV[3])
 return 1
 """
+)
 
-# KEYS[1] campaign hash; ARGV[1] the published count after this batch. Never goes back.
-_PUBLISHED = """
+# KEYS[1..5] the campaign's keys; ARGV[1] the published count after this batch (never goes
+# back), ARGV[2] TTL s.
+_PUBLISHED = (
+    _REFRESH_LUA
+    + """
 if tonumber(redis.call('HGET', KEYS[1], 'published') or '0') < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'published', ARGV[1])
 end
+refresh_all(ARGV[2])
 return 1
 """
+)
 
 # KEYS[1] campaign hash; ARGV[1] now. Every recipient is published: the campaign may finish.
 _ENQUEUED = (
@@ -399,9 +449,11 @@ return 1
 """
 )
 
-# KEYS[1] campaign hash; ARGV[1] action, ARGV[2] now.
+# KEYS[1..5] the campaign's keys; ARGV[1] action, ARGV[2] now, ARGV[3] TTL s.
 # Returns {1, new state} or {0, current state} when the action does not apply.
-_TRANSITION = """
+_TRANSITION = (
+    _REFRESH_LUA
+    + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, 'missing'} end
 local allowed = {
@@ -412,8 +464,10 @@ local allowed = {
 local target = allowed[ARGV[1]][state]
 if not target then return {0, state} end
 redis.call('HSET', KEYS[1], 'state', target, 'state_changed_at', ARGV[2])
+refresh_all(ARGV[3])
 return {1, target}
 """
+)
 
 _ACTIONS = {"pause", "resume", "cancel"}
 
@@ -438,7 +492,7 @@ class CampaignStore:
         self._published = redis.register_script(_PUBLISHED)
         self._enqueued = redis.register_script(_ENQUEUED)
         self._transition = redis.register_script(_TRANSITION)
-        self._record = redis.register_script(_RECORD)
+        self._cancel_unpublished = redis.register_script(_CANCEL_UNPUBLISHED)
 
     def find_by_name(self, name: str) -> Campaign | None:
         """The campaign called ``name``, if there is one."""
@@ -466,6 +520,7 @@ class CampaignStore:
             "created_at": now,
             "chunks": "0",
             "published": "0",
+            "name_key": campaign_name_key(name),
         }
         with self.redis.pipeline() as pipe:
             mapping: dict[Any, Any] = dict(stored)
@@ -540,13 +595,10 @@ class CampaignStore:
         self, campaign_id: str, chunks: int, counters: dict[str, int], invalid: list[str]
     ) -> bool:
         """Record that the file's first ``chunks`` chunks are staged, with their counts."""
-        keys = [
-            campaign_key(campaign_id),
-            campaign_invalid_key(campaign_id),
-            campaign_jobs_key(campaign_id),
-            campaign_seen_key(campaign_id),
-        ]
-        done = self._commit(keys=keys, args=[chunks, json.dumps(counters), self.ttl_s, *invalid])
+        done = self._commit(
+            keys=_campaign_keys(campaign_id),
+            args=[chunks, json.dumps(counters), self.ttl_s, *invalid],
+        )
         return bool(int(done))
 
     def set_rate(self, campaign_id: str, rate_per_s: float | None) -> None:
@@ -566,7 +618,7 @@ class CampaignStore:
 
     def mark_published(self, campaign_id: str, published: int) -> None:
         """The first ``published`` jobs are on the bulk queue."""
-        self._published(keys=[campaign_key(campaign_id)], args=[published])
+        self._published(keys=_campaign_keys(campaign_id), args=[published, self.ttl_s])
 
     def mark_enqueued(self, campaign_id: str) -> None:
         """Every job is on the queue; the campaign finishes when the last outcome arrives."""
@@ -575,25 +627,71 @@ class CampaignStore:
     def transition(self, campaign_id: str, action: str) -> CampaignState:
         """Pause, resume or cancel.
 
+        Cancelling a campaign whose start stopped before publishing everyone also ends the
+        unpublished recipients ``cancelled`` (nothing else would). Resuming gives its stored
+        jobs their full lifetime again.
+
         Raises:
             CampaignError: Unknown campaign, or the action does not apply in its state.
         """
         if action not in _ACTIONS:
             raise ValueError(f"unknown action {action!r}")
-        changed, state = self._transition(keys=[campaign_key(campaign_id)], args=[action, _now()])
+        changed, state = self._transition(
+            keys=_campaign_keys(campaign_id), args=[action, _now(), self.ttl_s]
+        )
         if state == "missing":
             raise CampaignError(f"no campaign {campaign_id}: never started here, or it expired")
         if not int(changed):
             raise CampaignError(f"cannot {action} campaign {campaign_id}: it is {state}")
+        if action == "cancel":
+            self.cancel_unpublished(campaign_id)
+        elif action == "resume":
+            self.refresh_jobs(campaign_id)
         return CampaignState(state)
 
-    def record(self, campaign_id: str, outcome: Outcome) -> bool:
-        """Record a recipient's final outcome once (see :meth:`CampaignGate.record`)."""
-        recorded = self._record(
-            keys=[campaign_outcomes_key(campaign_id), campaign_key(campaign_id)],
-            args=_record_args(outcome, self.ttl_s),
-        )
-        return int(recorded) == 1
+    def cancel_unpublished(self, campaign_id: str, chunk: int = 1000) -> int:
+        """Record ``cancelled`` for every recipient not published yet, and mark the campaign
+        enqueued (no start will publish them). Safe to repeat, and against a start still
+        publishing: an outcome is recorded once.
+
+        Returns:
+            How many recipients were cancelled now.
+        """
+        campaign = self.require(campaign_id)
+        if campaign.enqueued:
+            return 0
+        # The list may hold a chunk stored but never committed (not counted): not a recipient.
+        position, end = campaign.count("published"), campaign.count("recipients")
+        cancelled = 0
+        while True:
+            count = min(chunk, end - position)
+            ids = self.job_ids(campaign_id, position, count) if count > 0 else []
+            jobs = self.redis.mget([job_key(i) for i in ids]) if ids else []
+            pairs: list[str] = []
+            for job_id, raw in zip(ids, jobs, strict=True):
+                number = _job_number(raw)
+                reason = "its campaign was cancelled before it was sent"
+                outcome = Outcome(job_id, number, DeliveryStatus.CANCELLED, [], 0, reason)
+                pairs += [job_id, outcome.as_json()]
+            position += len(ids)
+            last = "1" if not ids or position >= end else "0"
+            cancelled += int(
+                self._cancel_unpublished(
+                    keys=_campaign_keys(campaign_id), args=[_now(), self.ttl_s, last, *pairs]
+                )
+            )
+            if last == "1":
+                return cancelled
+
+    def refresh_jobs(self, campaign_id: str, chunk: int = 1000) -> None:
+        """Give every stored job of the campaign its full lifetime again."""
+        start = 0
+        while ids := self.job_ids(campaign_id, start, chunk):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.expire(job_key(job_id), self.ttl_s)
+                pipe.execute()
+            start += len(ids)
 
     def outcomes(self, campaign_id: str, chunk: int = 1000) -> Iterator[tuple[str, Outcome | None]]:
         """(job id, outcome or ``None`` while it has none) of every recipient, in file order."""
@@ -628,6 +726,25 @@ def _texts(fields: dict[Any, Any]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in fields.items()}
 
 
+def _campaign_keys(campaign_id: str) -> list[str]:
+    """The keys every campaign script takes, in this order (the hash first)."""
+    return [
+        campaign_key(campaign_id),
+        campaign_outcomes_key(campaign_id),
+        campaign_jobs_key(campaign_id),
+        campaign_seen_key(campaign_id),
+        campaign_invalid_key(campaign_id),
+    ]
+
+
+def _job_number(raw: Any) -> str:
+    """The recipient of a stored campaign job ("" when the job is gone)."""
+    if not raw:
+        return ""
+    numbers = json.loads(raw).get("message", {}).get("phone_numbers") or [""]
+    return str(numbers[0])
+
+
 def _record_args(outcome: Outcome, ttl_s: int) -> list[str | int]:
     sent = outcome.segments if outcome.status == DeliveryStatus.SENT else 0
     return [outcome.job_id, outcome.as_json(), outcome.status, sent, _now(), ttl_s]
@@ -639,6 +756,13 @@ class Gate:
 
     state: CampaignState | None  # None: the campaign is gone (expired): send as any job
     rate_per_s: float | None
+    deadline: datetime | None = None
+
+    def holds(self, now: datetime) -> bool:
+        """Whether its jobs are held now: paused, and not past the campaign's deadline (an
+        expired job still settles)."""
+        expired = self.deadline is not None and now >= self.deadline
+        return self.state is CampaignState.PAUSED and not expired
 
 
 class CampaignGate:
@@ -667,11 +791,13 @@ class CampaignGate:
         future: asyncio.Future[Gate] = asyncio.get_running_loop().create_future()
         self._pending[campaign_id] = future
         try:
-            state, rate = await self._redis.hmget(
-                campaign_key(campaign_id), ["state", "rate_per_s"]
+            state, rate, deadline = await self._redis.hmget(
+                campaign_key(campaign_id), ["state", "rate_per_s", "deadline"]
             )
             answer = Gate(
-                CampaignState(_text(state)) if state else None, float(rate) if rate else None
+                CampaignState(_text(state)) if state else None,
+                float(rate) if rate else None,
+                datetime.fromisoformat(_text(deadline)) if deadline else None,
             )
             future.set_result(answer)
             return answer
@@ -689,9 +815,11 @@ class CampaignGate:
             True when recorded now; False when it already was (a redelivered job) or the
             campaign is gone.
         """
-        outcome = Outcome.from_result(result, e164)
+        return await self.record_outcome(campaign_id, Outcome.from_result(result, e164))
+
+    async def record_outcome(self, campaign_id: str, outcome: Outcome) -> bool:
+        """Record a recipient's outcome, once (see :meth:`record`)."""
         recorded = await self._record(
-            keys=[campaign_outcomes_key(campaign_id), campaign_key(campaign_id)],
-            args=_record_args(outcome, self._ttl_s),
+            keys=_campaign_keys(campaign_id), args=_record_args(outcome, self._ttl_s)
         )
         return int(recorded) == 1

@@ -60,6 +60,7 @@ from worker.cli_output import (
     EXIT_UNAVAILABLE,
     EXIT_UNKNOWN_JOB,
     print_json,
+    redis_errors,
     stderr_console,
     stdout_console,
 )
@@ -80,13 +81,6 @@ def campaign_group() -> None:
     """Bulk campaigns (password resets): start from a file, watch, pause, report."""
 
 
-def _redis_errors() -> tuple[type[Exception], ...]:
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
-
-    return (RedisError, OperationalError, ConnectionError, TimeoutError)
-
-
 @contextmanager
 def _store(settings: Settings) -> Iterator[CampaignStore]:
     client: Redis = Redis.from_url(
@@ -94,7 +88,7 @@ def _store(settings: Settings) -> Iterator[CampaignStore]:
     )
     try:
         yield CampaignStore(client, ttl_s=settings.job_ttl_s)
-    except _redis_errors() as error:
+    except redis_errors() as error:
         stderr_console().print(
             f"[red]Redis did not answer ({type(error).__name__}: {error}); is "
             "SMSGW_STATE_REDIS_URL (and SMSGW_BROKER_URL) set?[/red]"
@@ -157,7 +151,7 @@ def _resolve(
         gateway = load_gateway(resolved.account.gateway, settings.gateways_enabled)
     except ConfigurationError as error:
         raise _fail(str(error), EXIT_CONFIG) from None
-    except _redis_errors() as error:
+    except redis_errors() as error:
         raise _fail(f"Redis did not answer ({type(error).__name__})", EXIT_UNAVAILABLE) from None
     rate = account_rate(resolved.account, gateway.metadata.capabilities, settings)
     return rate.rate_per_s * rate.lane_share, resolved.default_region
@@ -298,7 +292,10 @@ def _stage_and_publish(
         with _progress(as_json, "checking and storing rows") as advance:
             enqueuer.stage(campaign, checker, file, on_chunk=lambda p: advance(p.rows))
     except CampaignFileError as error:
-        raise _fail(str(error), EXIT_INVALID) from None
+        # The same file fails the same way on every run: nothing of it was published, so
+        # no half-stored campaign is left behind (in `list`, as running).
+        store.delete(campaign.id)
+        raise _fail(f"{error}; nothing was sent", EXIT_INVALID) from None
     staged = store.require(campaign.id)
     seconds_left = (due - datetime.now(UTC)).total_seconds() if due else None
     plan = plan_rate(
@@ -308,7 +305,8 @@ def _stage_and_publish(
         seconds_left=seconds_left,
     )
     invalid = list(_first(store.invalid_rows(campaign.id), _JSON_INVALID))
-    refuse = (strict and staged.count("invalid") > 0) or staged.count("recipients") == 0
+    too_slow = plan.duration_s > settings.job_ttl_s
+    refuse = (strict and staged.count("invalid") > 0) or staged.count("recipients") == 0 or too_slow
     payload = {
         "campaign": {**staged.summary(), "id": None if dry_run or refuse else staged.id},
         "preview": _preview(staged),
@@ -326,7 +324,11 @@ def _stage_and_publish(
         store.delete(campaign.id)
         if refuse and not as_json:
             why = (
-                f"--strict: {staged.count('invalid')} invalid row(s); nothing was sent"
+                f"at this pace the campaign needs {_duration(plan.duration_s)}, longer than its "
+                f"jobs are kept (SMSGW_JOB_TTL_S, {settings.job_ttl_s} s): raise --rate; "
+                "nothing was sent"
+                if too_slow
+                else f"--strict: {staged.count('invalid')} invalid row(s); nothing was sent"
                 if staged.count("recipients")
                 else "no valid recipient; nothing was sent"
             )
@@ -336,8 +338,11 @@ def _stage_and_publish(
         return EXIT_INVALID if refuse else EXIT_OK
     store.set_rate(campaign.id, plan.rate_per_s)
     total = staged.count("recipients")
-    with _progress(as_json, "publishing to the bulk lane", total) as advance:
-        enqueuer.publish(campaign.id, on_batch=advance)
+    try:
+        with _progress(as_json, "publishing to the bulk lane", total) as advance:
+            enqueuer.publish(campaign.id, on_batch=advance)
+    except CampaignError as error:
+        raise _fail(str(error), EXIT_INVALID) from None
     if as_json:
         print_json({**payload, "campaign": store.require(campaign.id).summary()})
     else:

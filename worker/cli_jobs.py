@@ -24,6 +24,7 @@ from worker.cli_output import (
     EXIT_UNKNOWN_JOB,
     LOG_LEVELS,
     print_json,
+    redis_errors,
     stderr_console,
     stdout_console,
 )
@@ -84,13 +85,6 @@ def _unavailable(error: Exception) -> SystemExit:
         "(`set -a; . .smsgw/dev.env; set +a` after `smsgw dev`)?[/red]"
     )
     return SystemExit(EXIT_UNAVAILABLE)
-
-
-def _redis_errors() -> tuple[type[Exception], ...]:
-    from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
-
-    return (RedisError, OperationalError, ConnectionError, TimeoutError)
 
 
 def _read_code(code: str | None) -> str | None:
@@ -208,7 +202,7 @@ def send_command(
     except ConfigurationError as error:
         err.print(f"[red]{error}[/red]")
         raise SystemExit(EXIT_CONFIG) from None
-    except _redis_errors() as error:
+    except redis_errors() as error:
         raise _unavailable(error) from None
     if not wait:
         if as_json:
@@ -243,7 +237,7 @@ def _wait_and_show(job_id: str, timeout_s: float, as_json: bool) -> int:
                 f"smsgw status {job_id}[/yellow]"
             )
         return EXIT_PENDING
-    except _redis_errors() as error:
+    except redis_errors() as error:
         raise _unavailable(error) from None
     return _show_final(job_id, value, as_json)
 
@@ -317,7 +311,7 @@ def status_command(job_id: str, as_json: bool) -> None:
         if state in states.READY_STATES:
             raise SystemExit(_show_final(job_id, pending.result, as_json))
         live = asyncio.run(_live_state(job_id, settings))
-    except _redis_errors() as error:
+    except redis_errors() as error:
         raise _unavailable(error) from None
     if live is None:
         message = f"no job {job_id}: it was never enqueued here, or its records expired"

@@ -26,6 +26,7 @@ __all__ = [
     "EXIT_UNKNOWN_JOB",
     "LOG_LEVELS",
     "print_json",
+    "redis_errors",
     "stderr_console",
     "stdout_console",
 ]
@@ -58,3 +59,11 @@ def stderr_console() -> Console:
 def print_json(payload: Any) -> None:
     """Standard output for scripts."""
     click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    """What a command catches when Redis (state store or broker) does not answer."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    return (RedisError, OperationalError, ConnectionError, TimeoutError)

@@ -30,7 +30,7 @@ from tenacity import (
 from gateways.errors import SmsError
 from worker.keys import parts_key
 from worker.models import DeliveryStatus
-from worker.ratelimit import GCRA_LUA, TokenRequest
+from worker.ratelimit import GCRA_LUA, Pace, TokenRequest
 
 __all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState", "lost_part"]
 
@@ -38,10 +38,11 @@ __all__ = ["LOST_OUTCOME", "Claim", "DeliveryState", "PartRef", "PartState", "lo
 # atomic call (one round trip a part). A part that cannot be claimed costs no tokens; a part
 # refused by the limiter is not claimed.
 # KEYS[1] the job's parts hash; optionally KEYS[2..4] the limiter's keys (account TAT, lane
-# TAT, pause)
+# TAT, pause), and KEYS[5] a second TAT (a campaign's own pace) that must allow it too
 # ARGV[1] part name, ARGV[2] "1" to re-send a part whose outcome was lost, ARGV[3] TTL s,
 # ARGV[4] detail JSON recorded when a lost outcome becomes unknown; ARGV[5..9] the
-# limiter's ``take`` arguments when its keys are given
+# limiter's ``take`` arguments when its keys are given; ARGV[10..11] the pace's interval
+# (us/unit) and burst (us) with KEYS[5]. Nothing is charged unless every limit allows it.
 # Returns {claimed (1/0), status, attempts, wait_us} (wait_us > 0: refused by the limiter).
 _CLAIM = (
     GCRA_LUA
@@ -57,7 +58,20 @@ elseif status and status ~= 'retrying' and status ~= 'queued' then
 end
 if #KEYS > 1 then
   local t = redis.call('TIME')
-  local wait = take(tonumber(t[1]) * 1000000 + tonumber(t[2]), KEYS[2], KEYS[3], KEYS[4], 5)
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local pace_tat, wait = 0, 0
+  if #KEYS > 4 then
+    local tat = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), now)
+    local increment = tonumber(ARGV[5]) * tonumber(ARGV[10])
+    pace_tat = tat + increment
+    wait = pace_tat - now - math.max(tonumber(ARGV[11]), increment)
+  end
+  if wait <= 0 then
+    wait = take(now, KEYS[2], KEYS[3], KEYS[4], 5)
+  end
+  if wait <= 0 and #KEYS > 4 then
+    redis.call('SET', KEYS[5], pace_tat, 'PX', math.ceil((pace_tat - now) / 1000) + 1000)
+  end
   if wait > 0 then
     -- At least 1 us: a refusal must never read as "granted".
     return {0, status or 'queued', tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':a') or '0'),
@@ -195,7 +209,12 @@ class DeliveryState:
         return await self.claim_with_tokens(part, None, resend_uncertain=resend_uncertain)
 
     async def claim_with_tokens(
-        self, part: PartRef, tokens: TokenRequest | None, *, resend_uncertain: bool
+        self,
+        part: PartRef,
+        tokens: TokenRequest | None,
+        *,
+        resend_uncertain: bool,
+        pace: Pace | None = None,
     ) -> Claim:
         """:meth:`claim`, taking the part's rate-limit tokens in the same atomic call.
 
@@ -203,19 +222,26 @@ class DeliveryState:
         (or whose outcome was lost) costs none. When the limiter refuses, the part is left as
         it was and :attr:`Claim.retry_after_s` says when to ask again.
 
+        With ``pace`` (a campaign's own rate, next to the account's ``tokens``), the part
+        must fit both; neither is charged when either refuses.
+
         The parts hash and the limiter's keys are touched by one script, so they must live
         on one Redis server (the state store is one server, not a Redis Cluster).
         """
-        claimed, status, attempts, wait_us = await self._claim(
-            keys=[self._key, *(tokens.keys if tokens else ())],
-            args=[
-                part.name,
-                "1" if resend_uncertain else "0",
-                self._ttl_s,
-                _LOST_DETAIL,
-                *(tokens.args if tokens else ()),
-            ],
-        )
+        keys: list[str] = [self._key]
+        args: list[str | int] = [
+            part.name,
+            "1" if resend_uncertain else "0",
+            self._ttl_s,
+            _LOST_DETAIL,
+        ]
+        if tokens is not None:
+            keys += tokens.keys
+            args += tokens.args
+            if pace is not None:
+                keys.append(pace.key)
+                args += [pace.interval_us, pace.burst_us]
+        claimed, status, attempts, wait_us = await self._claim(keys=keys, args=args)
         claim = Claim(
             bool(int(claimed)),
             DeliveryStatus(status),

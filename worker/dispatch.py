@@ -24,7 +24,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -50,13 +50,19 @@ from gateways.registry import load_gateway
 from worker import logs, metrics
 from worker.account_status import AccountStatusRecorder
 from worker.accounts import AccountDirectory, NoAccount
-from worker.campaigns import CampaignGate, CampaignState, Gate
+from worker.campaigns import CampaignGate, CampaignState, Gate, Outcome
 from worker.crypto import Cipher, DecryptionFailed
 from worker.delivery import Claim, DeliveryState, PartRef, PartState, lost_part
 from worker.jobs import JobRecord
 from worker.keys import campaign_ratelimit_account, job_key, parts_key
-from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
-from worker.ratelimit import AccountRate, RateLimiter, TokenRequest, account_rate
+from worker.models import (
+    DeliveryStatus,
+    RecipientResult,
+    SendSmsMessageResult,
+    ShortMessage,
+    expiry,
+)
+from worker.ratelimit import AccountRate, Pace, RateLimiter, TokenRequest, account_rate
 from worker.results import job_failure, recipient_result, rejected_result, summarise
 from worker.segmentation import Segmentation, segment, split_pieces
 from worker.validation import number_region
@@ -88,10 +94,14 @@ class _Piece:
 
 @dataclass(frozen=True, slots=True)
 class _Wait:
-    """A recipient stopped early and wants another try (after ``after_s``, if known)."""
+    """A recipient stopped early and wants another try (after ``after_s``, if known).
+
+    ``held``: held back by its campaign (paused, or a rate limit): not a failed try.
+    """
 
     after_s: float | None
     reason: str
+    held: bool = False
 
 
 @dataclass(slots=True)
@@ -106,7 +116,15 @@ class _Job:
     delivery: DeliveryState
     deadline: datetime | None
     resend_uncertain: bool
+    started_at: datetime
     tokens: dict[int, TokenRequest] = field(default_factory=dict)  # by segments, built once
+    pace: Pace | None = None  # its campaign's own rate, charged with the account's tokens
+    waiting: asyncio.Lock | None = None  # one job of a campaign's batch waits on a limit
+
+
+# How long the jobs of one campaign batch may wait on rate limits inside the task, in
+# multiples of max_inline_wait_s; the rest are held and come back as a batch.
+_BATCH_WAIT_BUDGET = 10
 
 
 class Dispatcher:
@@ -161,7 +179,13 @@ class Dispatcher:
     # --- the job -------------------------------------------------------------------------
 
     async def dispatch(
-        self, job_id: str, *, attempt: int = 0, loaded: tuple[Any, Any] | None = None
+        self,
+        job_id: str,
+        *,
+        attempt: int = 0,
+        loaded: tuple[Any, Any] | None = None,
+        campaign: str | None = None,
+        waiting: asyncio.Lock | None = None,
     ) -> Finished | RetryLater:
         """Take the job as far as it can go now.
 
@@ -169,6 +193,9 @@ class Dispatcher:
             job_id: The stored job's id.
             attempt: How many times this job was retried already (Celery's count).
             loaded: The job's stored JSON and its parts' ``HGETALL``, when already read.
+            campaign: The campaign the job belongs to, when the caller knows it (a missing
+                job's outcome is still recorded there).
+            waiting: Shared by the jobs of one batch: one at a time waits on a rate limit.
         """
         started_at = self._clock()
         logs.bind(job_id=job_id)
@@ -176,7 +203,10 @@ class Dispatcher:
             loaded = (await self._load([job_id]))[0]
         raw, raw_parts = loaded
         if raw is None:
-            return Finished(job_failure(job_id, "job not found: it expired or was never stored"))
+            reason = "job not found: it expired or was never stored"
+            if campaign is not None:
+                await self._record_missing(campaign, job_id, bool(raw_parts))
+            return Finished(job_failure(job_id, reason))
         try:
             record = JobRecord.model_validate_json(raw)
         except ValidationError as error:
@@ -186,17 +216,29 @@ class Dispatcher:
         logs.bind(lane=record.lane)
         gate: Gate | None = None
         if record.campaign is not None:
-            # Before any parsing or decrypting: a paused campaign's batch costs one read.
+            # Before any parsing or decrypting (reads of one campaign's batch are shared).
             gate = await self._campaigns.gate(record.campaign)
             if gate.state is CampaignState.PAUSED and not _record_expired(record, started_at):
-                poll_s = self._settings.campaign_pause_poll_s
-                return RetryLater(poll_s, "campaign paused", held=True)
-        outcome = await self._dispatch_record(record, attempt, started_at, raw_parts, gate)
+                return self._paused()
+        outcome = await self._dispatch_record(record, attempt, started_at, raw_parts, gate, waiting)
         if record.campaign is not None and isinstance(outcome, Finished):
             # The one place a campaign job's final result is counted (once: redelivery-safe).
             numbers = record.message.get("phone_numbers") or [""]
             await self._campaigns.record(record.campaign, outcome.result, str(numbers[0]))
         return outcome
+
+    def _paused(self) -> RetryLater:
+        return RetryLater(self._settings.campaign_pause_poll_s, "campaign paused", held=True)
+
+    async def _record_missing(self, campaign: str, job_id: str, tried: bool) -> None:
+        """A campaign's job whose record is gone still gets its outcome, so the campaign
+        finishes: ``expired`` if it was never tried, ``unknown`` if it may have been sent."""
+        status = DeliveryStatus.UNKNOWN if tried else DeliveryStatus.EXPIRED
+        reason = (
+            f"its stored job expired (jobs are kept SMSGW_JOB_TTL_S, "
+            f"{self._settings.job_ttl_s} s) before it was {'settled' if tried else 'sent'}"
+        )
+        await self._campaigns.record_outcome(campaign, Outcome(job_id, "", status, [], 0, reason))
 
     async def _dispatch_record(
         self,
@@ -205,13 +247,14 @@ class Dispatcher:
         started_at: datetime,
         raw_parts: dict[Any, Any],
         gate: Gate | None,
+        waiting: asyncio.Lock | None,
     ) -> Finished | RetryLater:
         try:
             message = record.short_message(self._cipher)
         except (DecryptionFailed, ValidationError) as error:
             reason = str(error) if isinstance(error, DecryptionFailed) else "malformed message"
             return Finished(job_failure(record.id, reason, record=record, started_at=started_at))
-        return await self._dispatch(record, message, attempt, started_at, raw_parts, gate)
+        return await self._dispatch(record, message, attempt, started_at, raw_parts, gate, waiting)
 
     async def _load(self, job_ids: list[str]) -> list[tuple[Any, Any]]:
         """Each job's stored JSON and its parts' states, all in one round trip."""
@@ -222,17 +265,29 @@ class Dispatcher:
             replies = await pipe.execute()
         return list(zip(replies[::2], replies[1::2], strict=True))
 
-    async def dispatch_many(self, job_ids: list[str]) -> list[tuple[str, Finished | RetryLater]]:
+    async def dispatch_many(
+        self, job_ids: list[str], *, campaign: str | None = None
+    ) -> list[tuple[str, Finished | RetryLater]]:
         """Dispatch several jobs at once (a bulk batch), each as :meth:`dispatch` would.
 
         The jobs and their parts' states are read in one round trip for the whole batch.
         Every job runs to its end even if another fails; then the first error surfaces
         (dispatching again is safe: parts already sent are never re-sent).
+
+        Args:
+            job_ids: The jobs.
+            campaign: The campaign they all belong to, if any: while it is paused the batch
+                is held after one read, without loading a job.
         """
+        if campaign is not None:
+            gate = await self._campaigns.gate(campaign)
+            if gate.holds(self._clock()):
+                return [(job_id, self._paused()) for job_id in job_ids]
         loaded = await self._load(job_ids)
+        waiting = asyncio.Lock()
         outcomes = await asyncio.gather(
             *(
-                self.dispatch(job_id, loaded=data)
+                self.dispatch(job_id, loaded=data, campaign=campaign, waiting=waiting)
                 for job_id, data in zip(job_ids, loaded, strict=True)
             ),
             return_exceptions=True,
@@ -254,6 +309,7 @@ class Dispatcher:
         started_at: datetime,
         raw_parts: dict[Any, Any],
         gate: Gate | None = None,
+        waiting: asyncio.Lock | None = None,
     ) -> Finished | RetryLater:
         # The message already validated, its code redacted: no second parse of the job.
         redacted = (
@@ -298,12 +354,21 @@ class Dispatcher:
             pieces=pieces,
             delivery=_delivery(self._redis, record.id, self._settings.job_ttl_s, raw_parts),
             deadline=message.expiry(record.enqueued_at),
+            started_at=started_at,
             resend_uncertain=record.lane in self._settings.resend_uncertain_lanes,
+            waiting=waiting if record.campaign is not None else None,
         )
         go = await self._campaign_gate(job, recipients, gate) if gate else True
         if isinstance(go, RetryLater):
             return go
         waits = await self._send_all(job, recipients) if go else []
+        held = [w for w in waits if w.held]
+        if held:
+            # Not a failed try: the job comes back later in a batch, its tries untouched.
+            countdown_s = min(
+                min(w.after_s or 0.0 for w in held), float(self._settings.max_retry_countdown_s)
+            )
+            return RetryLater(max(countdown_s, 0.01), held[0].reason, held=True)
         if waits:
             retry = await self._retry_or_give_up(job, recipients, waits, attempt)
             if retry is not None:
@@ -448,26 +513,72 @@ class Dispatcher:
 
     async def _claim(self, job: _Job, part: PartRef, segments: int) -> Claim | _Wait:
         """Claim the part with its rate-limit tokens (one round trip); wait for the limit
-        briefly in-loop, while a longer wait is a retry."""
+        briefly in-loop, while a longer wait is a retry (a campaign's job: held)."""
         tokens = job.tokens.get(segments)
         if tokens is None:
             tokens = job.tokens[segments] = self._limiter.request(
                 job.account.name, self._rate(job), lane=job.record.lane, cost=segments
             )
+        claim = await job.delivery.claim_with_tokens(
+            part, tokens, resend_uncertain=job.resend_uncertain, pace=job.pace
+        )
+        if not claim.rate_limited:
+            return claim
+        if job.waiting is None:
+            return await self._wait_for_tokens(job, part, tokens, claim)
+        # A campaign's batch: one job at a time waits on the limit (the others would only
+        # ask the limiter again and again), and each looks at its campaign again first.
+        async with job.waiting:
+            return await self._wait_for_tokens(job, part, tokens, None)
+
+    async def _wait_for_tokens(
+        self, job: _Job, part: PartRef, tokens: TokenRequest, refused: Claim | None
+    ) -> Claim | _Wait:
+        campaign = job.record.campaign
+        limit = f"rate limit of account {job.account.name!r}"
+        if job.pace is not None:
+            limit = f"rate limit of its campaign or of account {job.account.name!r}"
         while True:
-            claim = await job.delivery.claim_with_tokens(
-                part, tokens, resend_uncertain=job.resend_uncertain
-            )
-            if not claim.rate_limited:
-                return claim
+            if refused is None:
+                if campaign is not None:
+                    stop = await self._campaign_stop(job, part)
+                    if stop is not None:
+                        return stop
+                claim = await job.delivery.claim_with_tokens(
+                    part, tokens, resend_uncertain=job.resend_uncertain, pace=job.pace
+                )
+                if not claim.rate_limited:
+                    return claim
+            else:
+                claim, refused = refused, None
             wait_s = claim.retry_after_s
             metrics.rate_limit_wait(job.account.name, job.record.lane, wait_s)
+            now = self._clock()
             too_late = job.deadline is not None and (
-                self._clock().timestamp() + wait_s >= job.deadline.timestamp()
+                now.timestamp() + wait_s >= job.deadline.timestamp()
             )
-            if wait_s > self._settings.max_inline_wait_s or too_late:
-                return _Wait(wait_s, f"rate limit of account {job.account.name!r}")
+            if too_late:
+                return _Wait(wait_s, limit)
+            waited_s = (now - job.started_at).total_seconds()
+            budget_s = self._settings.max_inline_wait_s * (
+                _BATCH_WAIT_BUDGET if campaign is not None else 1
+            )
+            if wait_s > self._settings.max_inline_wait_s or (
+                campaign is not None and waited_s + wait_s > budget_s
+            ):
+                return _Wait(wait_s, limit, held=campaign is not None)
             await asyncio.sleep(wait_s)
+
+    async def _campaign_stop(self, job: _Job, part: PartRef) -> Claim | _Wait | None:
+        """Its campaign, read again: held when paused, settled when cancelled, else None."""
+        assert job.record.campaign is not None
+        gate = await self._campaigns.gate(job.record.campaign)
+        if gate.state is CampaignState.CANCELLED:
+            await self._settle_open_parts(job, (part.recipient,), *_CANCELLED)
+            return Claim(False, DeliveryStatus.CANCELLED, 0)
+        if gate.holds(self._clock()):
+            return _Wait(self._settings.campaign_pause_poll_s, "campaign paused", held=True)
+        return None
 
     def _rate(self, job: _Job) -> AccountRate:
         return account_rate(job.account, job.gateway.metadata.capabilities, self._settings)
@@ -480,32 +591,20 @@ class Dispatcher:
         """Whether a campaign's job may go now (True), was settled unsent (False), or waits.
 
         Paused: held (the batch comes back later; an expired job still settles). Cancelled:
-        every open part settles ``cancelled``, never sent. With its own rate, the campaign's
-        tokens (per segment, a second GCRA key) come before the account's.
+        every open part settles ``cancelled``, never sent. With its own rate, each part's
+        claim takes the campaign's tokens (per segment) with the account's, all or none.
         """
         assert job.record.campaign is not None
-        expired = job.deadline is not None and self._clock() >= job.deadline
         if gate.state is CampaignState.CANCELLED:
-            reason = "its campaign was cancelled before it was sent"
-            await self._settle_open_parts(job, recipients, DeliveryStatus.CANCELLED, reason)
+            await self._settle_open_parts(job, recipients, *_CANCELLED)
             return False
-        if gate.state is CampaignState.PAUSED and not expired:
-            return RetryLater(self._settings.campaign_pause_poll_s, "campaign paused", held=True)
-        if gate.rate_per_s is None or expired or job.delivery.known:
-            return True  # tokens are taken on the first try only
-        cost = max(1, len(recipients) * sum(p.counted.segments for p in job.pieces))
-        burst = max(1.0, gate.rate_per_s * self._settings.rate_burst_s)
-        rate = AccountRate(rate_per_s=gate.rate_per_s, burst=burst, lane_share=1.0)
-        key = campaign_ratelimit_account(job.record.campaign)
-        while True:
-            decision = await self._limiter.acquire(key, rate, lane=job.record.lane, cost=cost)
-            if decision.allowed:
-                return True
-            if decision.retry_after_s > self._settings.max_inline_wait_s:
-                # Never an ETA near the broker's visibility timeout: look again later.
-                wait_s = min(decision.retry_after_s, float(self._settings.max_retry_countdown_s))
-                return RetryLater(wait_s, "campaign rate", held=True)
-            await asyncio.sleep(decision.retry_after_s)
+        if gate.holds(self._clock()):
+            return self._paused()
+        if gate.rate_per_s is not None:
+            burst = gate.rate_per_s * self._settings.rate_burst_s
+            name = campaign_ratelimit_account(job.record.campaign)
+            job.pace = Pace.of(name, gate.rate_per_s, burst)
+        return True
 
     async def _send_part(
         self, job: _Job, recipient: str, index: int, piece: _Piece, part: PartRef, attempts: int
@@ -591,7 +690,8 @@ class Dispatcher:
     ) -> RetryLater | None:
         hinted = [w.after_s for w in waits if w.after_s is not None]
         backoff_s = min(
-            self._settings.retry_base_s * 2**attempt, float(self._settings.max_retry_countdown_s)
+            self._settings.retry_base_s * 2 ** min(attempt, 32),  # no float overflow
+            float(self._settings.max_retry_countdown_s),
         )
         backoff_s *= random.uniform(0.5, 1.0)  # jitter: retries of many jobs spread out
         countdown_s = min(
@@ -667,12 +767,16 @@ def _within_countries(
 
 def _record_expired(record: JobRecord, now: datetime) -> bool:
     """Whether a stored job is past its expiry, read without parsing its message."""
-    deadlines: list[datetime] = []
-    if record.message.get("expires_at"):
-        deadlines.append(datetime.fromisoformat(str(record.message["expires_at"])))
-    if record.message.get("ttl_s"):
-        deadlines.append(record.enqueued_at + timedelta(seconds=float(record.message["ttl_s"])))
-    return bool(deadlines) and now >= min(deadlines)
+    expires_at, ttl_s = record.message.get("expires_at"), record.message.get("ttl_s")
+    deadline = expiry(
+        datetime.fromisoformat(str(expires_at)) if expires_at else None,
+        float(ttl_s) if ttl_s else None,
+        record.enqueued_at,
+    )
+    return deadline is not None and now >= deadline
+
+
+_CANCELLED = (DeliveryStatus.CANCELLED, "its campaign was cancelled before it was sent")
 
 
 def _expired_part() -> PartState:

@@ -22,6 +22,7 @@ __all__ = [
     "campaign_key",
     "campaign_name_key",
     "campaign_outcomes_key",
+    "campaign_publish_lock_key",
     "campaign_ratelimit_account",
     "campaign_seen_key",
     "identity_stores_key",
@@ -136,6 +137,11 @@ def campaign_invalid_key(campaign_id: str) -> str:
 def campaign_name_key(name: str) -> str:
     """A campaign's name -> its id (hashed: names are free text)."""
     return f"{PREFIX}:campaign-name:{_digest(name)}"
+
+
+def campaign_publish_lock_key(campaign_id: str) -> str:
+    """Held by the one process publishing a campaign's jobs."""
+    return f"{PREFIX}:campaign:{campaign_id}:publishing"
 
 
 def campaign_index_key() -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "RecipientResult",
     "SendSmsMessageResult",
     "ShortMessage",
+    "expiry",
 ]
 
 # Where the access code goes in the text; without it the code is appended after a space.
@@ -95,6 +96,17 @@ class MessageCheck:
     def ok(self) -> bool:
         """Whether the message and every recipient passed."""
         return not self.problems and not self.rejected
+
+
+def expiry(
+    expires_at: datetime | None, ttl_s: float | None, enqueued_at: datetime
+) -> datetime | None:
+    """When a job enqueued at ``enqueued_at`` stops being worth sending, if ever: the
+    earlier of its absolute expiry and its time to live."""
+    deadlines = [d for d in (expires_at,) if d is not None]
+    if ttl_s is not None:
+        deadlines.append(enqueued_at + timedelta(seconds=ttl_s))
+    return min(deadlines) if deadlines else None
 
 
 class ShortMessage(BaseModel):
@@ -155,10 +167,7 @@ class ShortMessage(BaseModel):
 
     def expiry(self, enqueued_at: datetime) -> datetime | None:
         """The moment after which the job must not be sent, if it has one."""
-        deadlines = [d for d in (self.expires_at,) if d is not None]
-        if self.ttl_s is not None:
-            deadlines.append(enqueued_at + timedelta(seconds=self.ttl_s))
-        return min(deadlines) if deadlines else None
+        return expiry(self.expires_at, self.ttl_s, enqueued_at)
 
     def is_expired(self, enqueued_at: datetime, now: datetime | None = None) -> bool:
         """Whether the job's deadline has passed."""

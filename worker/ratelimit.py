@@ -22,7 +22,15 @@ from gateways.base import Capabilities
 from gateways.models import GatewayAccount
 from worker.keys import ratelimit_key, ratelimit_lane_key, ratelimit_pause_key
 
-__all__ = ["GCRA_LUA", "AccountRate", "Decision", "RateLimiter", "TokenRequest", "account_rate"]
+__all__ = [
+    "GCRA_LUA",
+    "AccountRate",
+    "Decision",
+    "Pace",
+    "RateLimiter",
+    "TokenRequest",
+    "account_rate",
+]
 
 _US_PER_S = 1_000_000
 
@@ -152,6 +160,27 @@ class TokenRequest:
 
     keys: tuple[str, str, str]
     args: tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """A second limit a claim must fit besides the account's (a campaign's own rate).
+
+    Attributes:
+        key: Its TAT key.
+        interval_us: Microseconds per segment.
+        burst_us: Its burst, in microseconds.
+    """
+
+    key: str
+    interval_us: int
+    burst_us: int
+
+    @classmethod
+    def of(cls, name: str, rate_per_s: float, burst: float) -> Pace:
+        """The pace limited under ``name`` at ``rate_per_s`` segments/s (burst >= 1)."""
+        interval_us = _US_PER_S / rate_per_s
+        return cls(ratelimit_key(name), round(interval_us), round(max(1.0, burst) * interval_us))
 
 
 class RateLimiter:

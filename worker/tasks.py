@@ -20,6 +20,7 @@ from typing import Any
 
 from celery import Celery, Task, states
 from celery.backends.redis import RedisBackend
+from celery.exceptions import Ignore
 from celery.signals import task_rejected, task_unknown
 from redis.exceptions import RedisError
 
@@ -74,6 +75,13 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         log.warning("job %s: state store unavailable (%s); retrying", job_id, type(error).__name__)
         metrics.retry(_lane(self), error)
         raise self.retry(countdown=countdown, exc=error) from None
+    if isinstance(outcome, RetryLater) and outcome.held:
+        # Held by its campaign (paused, or a rate limit): not a try of the job, so it goes
+        # back as a batch of one (which never counts held turns) rather than a retry.
+        log.info("job %s: held %.1fs (%s)", job_id, outcome.countdown_s, outcome.reason)
+        queue = _lane(self) or get_settings().lanes.bulk
+        send_batch.apply_async(args=([job_id],), queue=queue, countdown=outcome.countdown_s)
+        raise Ignore()
     if isinstance(outcome, RetryLater):
         log.info("job %s: retry in %.1fs (%s)", job_id, outcome.countdown_s, outcome.reason)
         raise self.retry(countdown=outcome.countdown_s)
@@ -88,17 +96,24 @@ def _lane(task: Task[Any, Any]) -> str | None:
 
 
 def _job_ids_from(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str] | None:
-    if len(args) != 1 or kwargs or not isinstance(args[0], list) or not args[0]:
+    if len(args) != 1 or set(kwargs) - {"campaign"} or not isinstance(args[0], list):
+        return None
+    campaign = kwargs.get("campaign")
+    if campaign is not None and not (isinstance(campaign, str) and _JOB_ID.match(campaign)):
         return None
     ids = args[0]
-    if all(isinstance(item, str) and _JOB_ID.match(item) for item in ids):
+    if ids and all(isinstance(item, str) and _JOB_ID.match(item) for item in ids):
         return list(ids)
     return None
 
 
 @app.task(name=SEND_BATCH_TASK, bind=True, max_retries=None, ignore_result=True)
 def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
-    """Dispatch a batch of stored bulk jobs; each job's result is stored under its own id."""
+    """Dispatch a batch of stored bulk jobs; each job's result is stored under its own id.
+
+    ``campaign`` (keyword, optional): the campaign every job of the batch belongs to; while
+    it is paused the batch is held after one read.
+    """
     job_ids = _job_ids_from(args, kwargs)
     if job_ids is None:
         record_rejected(
@@ -107,7 +122,10 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         )
         return
     try:
-        outcomes = runtime.run(runtime.current().dispatcher.dispatch_many(job_ids))
+        campaign = kwargs.get("campaign")
+        outcomes = runtime.run(
+            runtime.current().dispatcher.dispatch_many(job_ids, campaign=campaign)
+        )
     except (RedisError, ConnectionError) as error:
         countdown = _STATE_STORE_RETRY_S * random.uniform(1.0, 2.0)
         log.warning(
@@ -133,7 +151,9 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         # Held back by their campaign (paused, or its own rate): they come back together,
         # as one batch, rather than as thousands of single tasks waiting in a worker.
         countdown = min(outcome.countdown_s for _, outcome in held)
-        self.apply_async(args=([job_id for job_id, _ in held],), queue=queue, countdown=countdown)
+        self.apply_async(
+            args=([job_id for job_id, _ in held],), kwargs=kwargs, queue=queue, countdown=countdown
+        )
     for job_id, outcome in outcomes:
         if isinstance(outcome, RetryLater) and not outcome.held:
             # The job goes on alone: its own task, its own id, retried like any job.
