@@ -46,9 +46,10 @@ from tests.celery_harness import (
 from worker.app import create_app
 from worker.cli_output import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from worker.crypto import Cipher, generate_key
-from worker.keys import job_key
+from worker.delivery import PartRef
+from worker.keys import campaign_key, job_key, parts_key
 from worker.models import ShortMessage
-from worker.producer import Producer
+from worker.producer import SEND_BATCH_TASK, SEND_TASK, Producer
 from worker.redis_server import RedisServer, free_port
 
 __all__ = ["e2e_redis"]  # the harness's session fixture, bound here for pytest
@@ -244,6 +245,79 @@ def test_metrics_after_a_small_run_match_the_results(ops: Ops) -> None:
     # And the scrape-time gauges: this worker consumes every lane
     for lane in ("otp", "default", "bulk"):
         assert value(after, "smsgw_lane_consumers", lane=lane) == 1
+
+
+class _Held:
+    """A publisher that keeps the tasks a producer would publish, to publish them later."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def send_task(self, name: str, args: Any = None, **options: Any) -> None:
+        self.tasks.append((name, args, options))
+
+
+def test_a_retried_batch_and_a_job_delivered_again_are_counted_once(ops: Ops) -> None:
+    before = ops.scrape()
+    # Given a bulk batch of four jobs, one of which meets a Redis error (its campaign's
+    # record has the wrong type) after the three others were sent: the batch is retried
+    held = _Held()
+    producer = Producer(
+        redis=ops.state, publisher=held, settings=ops.settings,
+        cipher=Cipher([ops.settings.secret_key.get_secret_value()]),  # type: ignore[union-attr]
+    )  # fmt: skip
+    numbers = NUMBERS[30:34]
+    jobs = producer.enqueue_many(
+        [ShortMessage(message=f"Reset {n}", phone_numbers=[to]) for n, to in enumerate(numbers)],
+        lane="bulk",
+    )
+    [(name, args, options)] = held.tasks
+    assert name == SEND_BATCH_TASK
+    broken = json.loads(ops.state.get(job_key(jobs[0])) or "{}")
+    ops.state.set(job_key(jobs[0]), json.dumps({**broken, "campaign": "c" * 32}), keepttl=True)
+    ops.state.set(campaign_key("c" * 32), "not a hash")
+    ops.app.send_task(name, args=args, **options)
+
+    def sent(job_id: str, to: str) -> bool:
+        return ops.state.hget(parts_key(job_id), f"{PartRef(to, 0).name}:s") == b"sent"
+
+    wait_for(lambda: all(sent(j, to) for j, to in zip(jobs[1:], numbers[1:], strict=True)),
+             timeout_s=30, what="the three good jobs sent")  # fmt: skip
+    ops.state.set(job_key(jobs[0]), json.dumps(broken), keepttl=True)  # the retry succeeds
+    results = ops.results(jobs)
+    assert all(r["success"] for r in results)
+    # And an otp job whose task is delivered a second time after it finished
+    [otp] = [ops.producer.enqueue(code(NUMBERS[34]), lane="otp")]
+    ops.results([otp])
+    ops.app.send_task(SEND_TASK, args=[otp], task_id=otp, queue="otp")
+    wait_for(lambda: ops.worker.log_text().count(f"sms.send[{otp}] succeeded") == 2,
+             timeout_s=30, what="the second delivery to finish")  # fmt: skip
+    # Then each job and each part is counted once
+    after = ops.scrape()
+    assert delta(before, after, "smsgw_retries_total", lane="bulk", error_class="ResponseError")
+    assert delta(before, after, "smsgw_jobs_total", lane="bulk", status="sent") == 4
+    assert delta(before, after, "smsgw_parts_total", lane="bulk", status="sent") == 4
+    assert delta(before, after, "smsgw_jobs_total", lane="otp") == 1
+    assert delta(before, after, "smsgw_parts_total", lane="otp") == 1
+
+
+def test_jobs_refused_before_any_send_count_their_parts(ops: Ops) -> None:
+    before = ops.scrape()
+    # Given a job for an account that does not exist, and one too long for any gateway
+    unknown = ops.producer.enqueue(code(NUMBERS[35]), lane="default", account="nobody")
+    too_long = ops.producer.enqueue(
+        ShortMessage(message="word " * 400 + "{code}", access_code=CODE, max_length=2000,
+                     phone_numbers=[NUMBERS[36], NUMBERS[37]]),
+        lane="default",
+    )  # fmt: skip
+    results = ops.results([unknown, too_long])
+    assert [r["recipients"][0]["error_class"] for r in results] == ["NoAccount", "InvalidMessage"]
+    # Then their recipients count as failed parts: under no account, and under the account
+    after = ops.scrape()
+    failed = {"lane": "default", "status": "failed_permanent", "gateway": "vonage"}
+    assert delta(before, after, "smsgw_parts_total", account="none", status="failed_permanent") == 1
+    assert delta(before, after, "smsgw_parts_total", account="main", **failed) == 2
+    assert delta(before, after, "smsgw_jobs_total", account="main", **failed) == 1
 
 
 def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> None:

@@ -5,7 +5,7 @@ Counted by the workers, where the pipeline decides (``worker.dispatch``, ``worke
 ============================================  ===============================  ====================
 metric                                        labels                           counted when
 ============================================  ===============================  ====================
-``smsgw_jobs_total``                          lane, gateway, account, status   a job has its result
+``smsgw_jobs_total``                          lane, gateway, account, status   a job's result is new
 ``smsgw_parts_total``                         lane, gateway, account, status   ... per part
 ``smsgw_provider_latency_seconds``            lane, gateway                    a provider call ends
 ``smsgw_end_to_end_latency_seconds``          lane                             a part is accepted
@@ -15,9 +15,12 @@ metric                                        labels                           c
 ``smsgw_retries_total``                       lane, error_class                a part is retried
 ============================================  ===============================  ====================
 
-A part is one piece for one recipient; end-to-end latency runs from the job's enqueue to
-the provider accepting the part. A job's status is ``sent``, ``partial``, ``failed`` (no
-recipient at all) or its first unsent recipient's status.
+A part is one piece for one recipient; a recipient refused before any send (no account,
+a message the gateway cannot carry) counts as one part. A job and its parts are counted
+once, when the task stores a result the backend did not hold yet: a batch retried after
+a Redis error, or a finished job delivered again, is not counted twice. End-to-end
+latency runs from the job's enqueue to the provider accepting the part. A job's status is
+``sent``, ``partial``, ``failed`` (no recipient at all) or its first unsent recipient's.
 
 Read from Redis on every scrape by :class:`OperationsCollector` (so ``smsgw metrics`` shows
 them too): ``smsgw_queue_depth{lane}``, ``smsgw_queue_oldest_age_seconds{lane}``,
@@ -146,11 +149,13 @@ def job_status(result: SendSmsMessageResult) -> str:
     return unsent[0].status.value
 
 
-def record_job(result: SendSmsMessageResult) -> None:
-    """Count a job's final result (once per job: the task does it when it returns one)."""
+def record_job(result: SendSmsMessageResult, parts: Iterable[DeliveryStatus] = ()) -> None:
+    """Count a job's final result and its parts' final statuses, under the result's lane,
+    gateway and account (once per job: the task does it when it records a new result)."""
     JOBS.labels(
         _label(result.lane), _label(result.gateway), _label(result.account), job_status(result)
     ).inc()
+    record_parts(result.lane or NONE, result.gateway, result.account, parts)
 
 
 def record_parts(
