@@ -350,6 +350,39 @@ def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> 
     wait_for(lambda: ops.health()[0] == EXIT_OK, timeout_s=20, interval_s=0.5, what="green")
 
 
+def test_health_red_for_a_message_held_by_a_killed_worker(ops: Ops) -> None:
+    broker = redis.Redis.from_url(ops.settings.broker_url.get_secret_value())
+    try:
+        # Given a code whose retry is due in a minute, taken by the worker (it holds the
+        # message until then), and the worker SIGKILLed: the message stays with the broker's
+        # unacknowledged ones, the queue is empty
+        held = _Held()
+        cipher = Cipher([ops.settings.secret_key.get_secret_value()])  # type: ignore[union-attr]
+        producer = Producer(redis=ops.state, publisher=held, settings=ops.settings, cipher=cipher)
+        job_id = producer.enqueue(code(NUMBERS[38]), lane="otp")
+        ops.app.send_task(SEND_TASK, args=[job_id], task_id=job_id, queue="otp", countdown=60)
+        wait_for(lambda: broker.zcard("unacked_index") == 1 and broker.llen("otp") == 0,
+                 timeout_s=20, what="the worker to take the message")  # fmt: skip
+        ops.worker.kill()
+        # When health runs with a grace of 3 s (retry countdown 1 s, task time limit 1 s,
+        # otp threshold 1 s) instead of the default 1050 s
+        short = {"SMSGW_MAX_RETRY_COUNTDOWN_S": "1", "SMSGW_TASK_TIME_LIMIT_S": "1",
+                 "SMSGW_STALL_AFTER_S__OTP": "1"}  # fmt: skip
+        env = {**ops.env, **short}
+        wait_for(lambda: ops.health("--lanes", "otp", env=env)[0] != EXIT_OK,
+                 timeout_s=20, interval_s=0.5, what="health to see the held message")  # fmt: skip
+        # Then it is red for that lane, though nothing is queued
+        status, report = ops.health("--lanes", "otp", env=env)
+        assert status == EXIT_UNHEALTHY
+        [reason] = report["reasons"]
+        assert reason.startswith("lane otp: 1 message(s) taken by a worker"), reason
+        [otp] = report["lanes"]
+        assert otp["depth"] == 0 and otp["held_stalled"] == 1 and otp["held_oldest_s"] >= 3
+    finally:
+        broker.delete("unacked", "unacked_index")  # the lost message would come back in 6 h
+        broker.close()
+
+
 def test_health_red_when_redis_does_not_answer(ops: Ops) -> None:
     env = {**ops.env, "SMSGW_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     status, report = ops.health(env=env)
