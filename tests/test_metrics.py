@@ -31,7 +31,7 @@ from worker.app import create_app
 from worker.cli import main
 from worker.crypto import Cipher, generate_key
 from worker.delivery import PartRef, PartState
-from worker.keys import job_key
+from worker.keys import accounts_key, job_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
 from worker.producer import Producer
 
@@ -205,6 +205,7 @@ async def test_the_alert_rules_load_and_use_only_metrics_that_exist(
         assert rule["annotations"]["summary"]
     # When every metric has at least one sample
     _every_metric_once()
+    await async_redis.hset(accounts_key(), "main", "{}")  # a stored account (health reads names)
     await AccountStatusRecorder(async_redis).ok("main")
     exposed = {name for name, _ in samples(metrics.exposition(settings).decode())}
     # Then every smsgw metric a rule names is exposed

@@ -52,7 +52,7 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.account_status import AccountStatus, parse_account_status
-from worker.keys import account_status_pattern, job_key
+from worker.keys import ACCOUNT_STATUS_TTL_S, account_statuses_key, accounts_key, job_key
 from worker.logs import redact
 
 __all__ = [
@@ -266,15 +266,33 @@ def _timestamp(value: object) -> float | None:
         return None
 
 
-def read_accounts(state: redis.Redis) -> list[AccountStatus]:
-    """Every account's recorded outcome, by name."""
+def read_accounts(state: redis.Redis, names: Iterable[str], *, now_s: float) -> list[AccountStatus]:
+    """The recorded outcome of each account that exists now, by name (one ``HGETALL``).
+
+    Args:
+        state: The state store.
+        names: The accounts that exist (stored and provisioned): a record left by an
+            account deleted since is ignored.
+        now_s: Unix time; a record older than ``ACCOUNT_STATUS_TTL_S`` is ignored.
+    """
+    current = set(names)
     found: list[AccountStatus] = []
-    for key in state.scan_iter(match=account_status_pattern(), count=500):
-        raw = state.hgetall(key)
-        status = parse_account_status({_text(k): _text(v) for k, v in raw.items()})
-        if status is not None:
+    for raw in state.hgetall(account_statuses_key()).values():
+        status = parse_account_status(raw)
+        if status is None or status.account not in current:
+            continue
+        if now_s - status.at_s <= ACCOUNT_STATUS_TTL_S:
             found.append(status)
     return sorted(found, key=lambda status: status.account)
+
+
+def account_names(state: redis.Redis, settings: Settings) -> set[str]:
+    """Every account name: the stored ones and those of ``SMSGW_ACCOUNTS``."""
+    stored = {_text(name) for name in state.hkeys(accounts_key())}
+    provisioned = {
+        str(raw["name"]) for raw in settings.accounts if isinstance(raw, dict) and raw.get("name")
+    }
+    return stored | provisioned
 
 
 def _text(value: bytes | str) -> str:
@@ -343,7 +361,7 @@ def check_health(
         if worker is not None:
             report.checks.append(_worker_check(worker, selected, found, broadcast_error))
         if accounts:
-            report.accounts = read_accounts(state)
+            report.accounts = read_accounts(state, account_names(state, settings), now_s=now_s)
             report.checks.extend(_account_check(status) for status in report.accounts)
         return report
     except (RedisError, OSError) as error:
