@@ -124,7 +124,7 @@ def test_red_for_an_old_job_and_for_jobs_nobody_consumes(
     failing = {(check.name, check.subject) for check in report.checks if not check.ok}
     assert failing == {("consumers", "otp"), ("queue_age", "otp")}
     assert any("waited 4" in reason and "more than 30s" in reason for reason in report.reasons)
-    assert "lane otp: 1 queued job(s) and no worker consumes it" in report.reasons
+    assert "lane otp: 1 queued message(s) and no worker consumes it" in report.reasons
     # And a lane threshold of its own turns the age check green again
     with override_settings(**{**_values(settings), "stall_after_s": {"otp": 120}}) as relaxed:
         report = check_health(relaxed)
@@ -234,6 +234,27 @@ async def test_verdicts_of_deleted_or_long_unused_accounts_are_ignored(
         ]
     finally:
         await client.aclose()
+
+
+def test_a_bulk_backlog_can_be_left_out_of_health(
+    settings: Settings, producer: Producer, redis_client: redis.Redis
+) -> None:
+    # Given a campaign whose oldest batch has waited two hours, with a worker on the lane
+    [first, *_] = producer.enqueue_many([message("Reset {code}") for _ in range(3)], lane="bulk")
+    backdate(redis_client, first, 7200)
+    consumers = {"bulk": ["bulk@host"]}
+    assert not check_health(settings, lanes=["bulk"], consumers=lambda _: consumers).ok
+    # When queue age is skipped (the bulk worker's compose healthcheck)
+    report = check_health(settings, lanes=["bulk"], queue_age=False, consumers=lambda _: consumers)
+    # Then it is green, and the lane's age is still reported
+    assert report.ok, report.reasons
+    assert report.lanes[0].oldest_age_s is not None and report.lanes[0].oldest_age_s >= 7200
+    # And `smsgw health --skip-queue-age` with no worker is red for the consumer only
+    result = CliRunner().invoke(main, ["health", "--lanes", "bulk", "--skip-queue-age", "--json"])
+    assert result.exit_code == EXIT_UNHEALTHY
+    assert json.loads(result.output)["reasons"] == [
+        "lane bulk: 1 queued message(s) and no worker consumes it"
+    ]
 
 
 def test_a_named_worker_that_does_not_answer_is_red(settings: Settings) -> None:

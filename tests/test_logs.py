@@ -111,7 +111,7 @@ def test_one_time_codes_are_scrubbed_however_written(text: str) -> None:
         "twilio: code 21211 (invalid To number)",
         "twilio: unknown code 30007 (HTTP 400)",
         "vonage: HTTP 400 (code 1234, throttled)",
-        "lane otp: 1 queued job(s) and no worker consumes it",
+        "lane otp: 1 queued message(s) and no worker consumes it",
     ],
 )
 def test_status_and_error_codes_stay_readable(text: str) -> None:

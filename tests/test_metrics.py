@@ -212,7 +212,18 @@ async def test_the_alert_rules_load_and_use_only_metrics_that_exist(
     named = {m for rule in rules for m in re.findall(r"\bsmsgw_[a-z_]+", rule["expr"])}
     assert named, "no rule uses an smsgw metric"
     assert named <= exposed, named - exposed
-    assert {"smsgw_healthy", "smsgw_queue_oldest_age_seconds", "smsgw_account_failing"} <= named
+    assert {
+        "smsgw_health_check_ok",
+        "smsgw_queue_oldest_age_seconds",
+        "smsgw_account_failing",
+    } <= named
+    # A bulk backlog is a ticket, never a page: the paging health rule leaves its age out
+    [unhealthy] = [rule for rule in rules if rule["alert"] == "SmsgwUnhealthy"]
+    assert "smsgw_healthy" not in unhealthy["expr"]
+    assert (
+        'unless on (check, subject) smsgw_health_check_ok{check="queue_age", subject="bulk"}'
+        in (" ".join(unhealthy["expr"].split()))
+    )
 
 
 def test_the_example_scrape_config_targets_the_compose_workers_and_loads_the_rules() -> None:

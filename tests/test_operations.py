@@ -332,7 +332,7 @@ def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> 
     job_id = ops.producer.enqueue(code(NUMBERS[20]), lane="otp")
     status, report = ops.health()
     assert status == EXIT_UNHEALTHY
-    assert report["reasons"] == ["lane otp: 1 queued job(s) and no worker consumes it"]
+    assert report["reasons"] == ["lane otp: 1 queued message(s) and no worker consumes it"]
     status, report = ops.health("--lanes", "otp", "--worker", ops.worker.node)
     assert f"worker {ops.worker.node} does not answer" in report["reasons"]
     # And when that code has waited past the otp threshold: red for its age too

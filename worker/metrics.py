@@ -260,7 +260,11 @@ class OperationsCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         """The gauges, from a fresh (or at most ``cache_s`` old) health report."""
         report = self._report()
-        depth = GaugeMetricFamily("smsgw_queue_depth", "Jobs queued on a lane", labels=["lane"])
+        depth = GaugeMetricFamily(
+            "smsgw_queue_depth",
+            "Broker messages queued on a lane (a bulk batch message carries up to 100 jobs)",
+            labels=["lane"],
+        )
         age = GaugeMetricFamily(
             "smsgw_queue_oldest_age_seconds",
             "How long the oldest queued job of a lane has waited (0 when none)",
