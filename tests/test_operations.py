@@ -383,6 +383,32 @@ def test_health_red_for_a_message_held_by_a_killed_worker(ops: Ops) -> None:
         broker.close()
 
 
+def test_a_send_is_recorded_when_metrics_cannot_be_written(
+    ops: Ops, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given a worker whose metric files cannot be written (its PROMETHEUS_MULTIPROC_DIR
+    # is gone, as a full or missing disk would make it)
+    workdir = tmp_path_factory.mktemp("no-metrics")
+    env = {k: v for k, v in ops.env.items() if k != "SMSGW_METRICS_PORT"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "gone")
+    ops.worker.stop()
+    worker = WorkerProcess(env=env, cwd=workdir, log_path=workdir / "worker.log")
+    worker.args = [*ops.worker.args[:-1], worker.node.replace("e2e-", "e2e-nometrics-")]
+    worker.node = worker.args[-1]
+    try:
+        worker.start()
+        # When a code goes out
+        before = stats(ops.sandbox, MAIN_ACCOUNT)["accepted"]
+        [result] = ops.results([ops.producer.enqueue(code(NUMBERS[28]), lane="otp")])
+        # Then it is recorded as sent, once, and the worker said why it counts nothing
+        assert result["success"] is True, result
+        assert result["recipients"][0]["status"] == "sent"
+        assert stats(ops.sandbox, MAIN_ACCOUNT)["accepted"] == before + 1
+        assert "metrics: cannot record (FileNotFoundError" in worker.log_text()
+    finally:
+        worker.stop()
+
+
 def test_health_red_when_redis_does_not_answer(ops: Ops) -> None:
     env = {**ops.env, "SMSGW_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     status, report = ops.health(env=env)

@@ -574,7 +574,6 @@ class Dispatcher:
                 await self._account_status.failing(job.account.name, error)
             await delivery.settle_error(part, DeliveryStatus.FAILED_PERMANENT, error)
             return False
-        metrics.observe_accepted(lane, job.record.enqueued_at)
         segments = receipt.segments or piece.counted.segments
         await delivery.settle(
             part,
@@ -585,6 +584,7 @@ class Dispatcher:
                 segments=segments,
             ),
         )
+        metrics.observe_accepted(lane, job.record.enqueued_at)  # after the outcome is safe
         await self._account_status.ok(job.account.name)
         return True
 
