@@ -229,6 +229,10 @@ def test_metrics_after_a_small_run_match_the_results(ops: Ops) -> None:
     assert delta(before, after, "smsgw_provider_latency_seconds_count") == calls
     assert delta(before, after, "smsgw_end_to_end_latency_seconds_count") == sent_parts
     assert delta(before, after, "smsgw_end_to_end_latency_seconds_count", lane="bulk") == 3
+    # And the cluster-wide limiter held the slow account's six codes back (2/s, by account)
+    waits = delta(before, after, "smsgw_ratelimit_waits_total", account="slow", lane="default")
+    assert waits >= 1
+    assert delta(before, after, "smsgw_ratelimit_wait_seconds_total", account="slow") > 0
     # And provider throttles per account, and retries by error class
     assert throttled["throttled"] > 0, "the slow account was never throttled"
     assert (
