@@ -4,7 +4,7 @@
 :class:`HealthReport`; nothing here keeps state. It is red when:
 
 * Redis (broker, result backend or state store) does not answer;
-* a lane has queued jobs and no worker consumes it;
+* a lane has queued messages and no worker consumes it;
 * the oldest queued job of a lane is older than the lane's threshold
   (``SMSGW_STALL_AFTER_S__OTP`` 30 s, ``__DEFAULT`` 5 min, ``__BULK`` 30 min);
 * a worker took a lane's message and has held it longer than any retry countdown plus
@@ -69,7 +69,7 @@ __all__ = [
 
 _TAIL_MESSAGES = 5  # messages read from a queue's tail to find one whose job is known
 _REDIS_TIMEOUT_S = 2.0
-_UNACKED_READ = 1000  # stalled entries read at most (the count is exact, ages of these)
+_UNACKED_READ = 1000  # stalled entries read at most (beyond, the count is a lower bound)
 
 Consumers = dict[str, list[str]]  # lane -> worker nodes consuming it
 
