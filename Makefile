@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline
 	$(BIN)/python -m benchmarks.account_resolution
 	$(BIN)/python -m benchmarks.campaign
+	$(BIN)/python -m benchmarks.health_scrape
 
 all: lint typecheck test
 

@@ -40,7 +40,7 @@ from worker.account_store import (
 )
 from worker.accounts import NoAccount
 from worker.crypto import Cipher, generate_key
-from worker.keys import account_status_key, accounts_key, accounts_version_key
+from worker.keys import account_statuses_key, accounts_key, accounts_version_key
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "acme-sms"
 PASSWORD = "Vn!secret-4471"
@@ -682,11 +682,14 @@ async def test_a_changed_or_deleted_account_loses_its_failing_health_verdict(
     await store.create(vonage())
     recorder = AccountStatusRecorder(async_redis)
     await recorder.failing("main", AccountRejected("bad credentials", gateway="vonage"))
-    assert await async_redis.exists(account_status_key("main"))
+    await recorder.failing("other", AccountRejected("bad credentials", gateway="vonage"))
+    assert await async_redis.hexists(account_statuses_key(), "main")
     # When the operator fixes the account, the verdict about the old settings goes
     await store.modify("main", {"password": "new-secret"})
-    assert not await async_redis.exists(account_status_key("main"))
+    assert not await async_redis.hexists(account_statuses_key(), "main")
     # And a deleted account leaves no verdict behind for health to report
     await recorder.failing("main", AccountRejected("bad credentials", gateway="vonage"))
     await store.delete("main")
-    assert not await async_redis.exists(account_status_key("main"))
+    assert not await async_redis.hexists(account_statuses_key(), "main")
+    # And other accounts' verdicts stay
+    assert await async_redis.hexists(account_statuses_key(), "other")

@@ -49,3 +49,19 @@ def test_urls_come_from_settings_in_clear_only_here() -> None:
     settings = Settings(broker_url="redis://:pw@broker:6379/0")  # type: ignore[arg-type]
     assert celery_config(settings)["broker_url"] == "redis://:pw@broker:6379/0"
     assert "pw" not in repr(settings)
+
+
+def test_every_task_sends_events_through_the_redacting_request() -> None:
+    from celery.utils.imports import symbol_by_name
+
+    from worker.producer import SEND_BATCH_TASK, SEND_TASK
+    from worker.task_events import RedactingRequest, summarise_result
+    from worker.tasks import app
+
+    for name in (SEND_TASK, SEND_BATCH_TASK):
+        assert issubclass(symbol_by_name(app.tasks[name].Request), RedactingRequest)
+    # The summary a task-succeeded event carries in place of the result record
+    record = "{'job_id': 'x', 'success': True, 'recipients': [{'phone_number': '+447700900123'}]}"
+    assert summarise_result(record) == "<result success=True>"
+    assert summarise_result('{"success": false, "recipients": []}') == "<result success=False>"
+    assert summarise_result("None") is None

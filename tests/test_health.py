@@ -7,6 +7,7 @@ answers); the end-to-end module checks the same with real workers started and st
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,7 @@ from worker.cli import main
 from worker.cli_output import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from worker.crypto import Cipher, generate_key
 from worker.health import check_health, read_lane
-from worker.keys import job_key
+from worker.keys import account_statuses_key, accounts_key, job_key
 from worker.models import ShortMessage
 from worker.producer import SEND_TASK, Producer
 from worker.redis_server import free_port
@@ -123,7 +124,7 @@ def test_red_for_an_old_job_and_for_jobs_nobody_consumes(
     failing = {(check.name, check.subject) for check in report.checks if not check.ok}
     assert failing == {("consumers", "otp"), ("queue_age", "otp")}
     assert any("waited 4" in reason and "more than 30s" in reason for reason in report.reasons)
-    assert "lane otp: 1 queued job(s) and no worker consumes it" in report.reasons
+    assert "lane otp: 1 queued message(s) and no worker consumes it" in report.reasons
     # And a lane threshold of its own turns the age check green again
     with override_settings(**{**_values(settings), "stall_after_s": {"otp": 120}}) as relaxed:
         report = check_health(relaxed)
@@ -167,8 +168,11 @@ async def test_an_account_refused_by_its_provider_is_red_until_a_send_goes_throu
     settings: Settings, redis_url: str
 ) -> None:
     client: AsyncRedis = AsyncRedis.from_url(redis_url, decode_responses=True)
-    now = [1_000.0]
+    now = [time.time()]
     recorder = AccountStatusRecorder(client, clock=lambda: now[0])
+    provisioned = [{"name": name, "gateway": "vonage"} for name in ("corp", "other")]
+    overrides = override_settings(**{**_values(settings), "accounts": provisioned})
+    settings = overrides.__enter__()
     try:
         # Given a provider that refused the account's credentials
         error = AccountRejected("vonage: bad credentials (Bad Credentials)", gateway="vonage")
@@ -188,10 +192,10 @@ async def test_an_account_refused_by_its_provider_is_red_until_a_send_goes_throu
         await recorder.ok("corp")
         assert check_health(settings, lanes=["otp"]).ok
         # And further successes within the refresh period cost no write
-        stamp = await client.hget("sms:account:{corp}:status", "at")
+        stamp = await client.hget(account_statuses_key(), "corp")
         now[0] += 5
         await recorder.ok("corp")
-        assert await client.hget("sms:account:{corp}:status", "at") == stamp
+        assert await client.hget(account_statuses_key(), "corp") == stamp
         # And --skip-accounts leaves accounts out
         await recorder.failing("corp", error)
         assert not check_health(settings, lanes=["otp"]).ok
@@ -200,7 +204,57 @@ async def test_an_account_refused_by_its_provider_is_red_until_a_send_goes_throu
         assert result.exit_code == EXIT_UNHEALTHY
         assert "account corp is failing permanently" in result.output
     finally:
+        overrides.__exit__(None, None, None)
         await client.aclose()
+
+
+async def test_verdicts_of_deleted_or_long_unused_accounts_are_ignored(
+    settings: Settings, redis_url: str
+) -> None:
+    client: AsyncRedis = AsyncRedis.from_url(redis_url, decode_responses=True)
+    week_s = 7 * 24 * 3600
+    then = [time.time() - week_s - 60]
+    recorder = AccountStatusRecorder(client, clock=lambda: then[0])
+    error = AccountRejected("vonage: bad credentials (Bad Credentials)", gateway="vonage")
+    try:
+        # Given a stored account refused a week and a minute ago, and a refusal recorded
+        # (just now) for an account that no longer exists
+        await client.hset(accounts_key(), "old", "{}")
+        await recorder.failing("old", error)
+        then[0] = time.time()
+        await recorder.failing("gone", error)
+        # Then neither makes health red
+        report = check_health(settings, lanes=["otp"])
+        assert report.ok, report.reasons
+        assert report.accounts == []
+        # But a fresh refusal of the existing account does
+        await recorder.failing("old", error)
+        assert [c.subject for c in check_health(settings, lanes=["otp"]).checks if not c.ok] == [
+            "old"
+        ]
+    finally:
+        await client.aclose()
+
+
+def test_a_bulk_backlog_can_be_left_out_of_health(
+    settings: Settings, producer: Producer, redis_client: redis.Redis
+) -> None:
+    # Given a campaign whose oldest batch has waited two hours, with a worker on the lane
+    [first, *_] = producer.enqueue_many([message("Reset {code}") for _ in range(3)], lane="bulk")
+    backdate(redis_client, first, 7200)
+    consumers = {"bulk": ["bulk@host"]}
+    assert not check_health(settings, lanes=["bulk"], consumers=lambda _: consumers).ok
+    # When queue age is skipped (the bulk worker's compose healthcheck)
+    report = check_health(settings, lanes=["bulk"], queue_age=False, consumers=lambda _: consumers)
+    # Then it is green, and the lane's age is still reported
+    assert report.ok, report.reasons
+    assert report.lanes[0].oldest_age_s is not None and report.lanes[0].oldest_age_s >= 7200
+    # And `smsgw health --skip-queue-age` with no worker is red for the consumer only
+    result = CliRunner().invoke(main, ["health", "--lanes", "bulk", "--skip-queue-age", "--json"])
+    assert result.exit_code == EXIT_UNHEALTHY
+    assert json.loads(result.output)["reasons"] == [
+        "lane bulk: 1 queued message(s) and no worker consumes it"
+    ]
 
 
 def test_a_named_worker_that_does_not_answer_is_red(settings: Settings) -> None:

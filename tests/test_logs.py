@@ -80,6 +80,48 @@ def test_anything_that_looks_like_a_secret_is_scrubbed(text: str, secret: str) -
     assert "***" in scrubbed
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "code=482913",
+        "otp: 482913",
+        "Your code is 482913",
+        "To=%2B447911123456&Body=Your+code+482913",
+        f"provider said no (code {CODE!r})",
+        '{"code": "482913", "lane": "otp"}',
+        "verification_code=482913",
+        "smsCode=482913",
+        "pin: 4829",
+        "passcode 482913",
+    ],
+)
+def test_one_time_codes_are_scrubbed_however_written(text: str) -> None:
+    scrubbed = redact(text)
+    assert "482913" not in scrubbed and CODE not in scrubbed and "4829" not in scrubbed
+    assert "***" in scrubbed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "status_code=429",
+        "error_code: 1234",
+        "statusCode=4001",
+        "HTTP status code 503",
+        "twilio: code 21211 (invalid To number)",
+        "twilio: unknown code 30007 (HTTP 400)",
+        "vonage: HTTP 400 (code 1234, throttled)",
+        "lane otp: 1 queued message(s) and no worker consumes it",
+    ],
+)
+def test_status_and_error_codes_stay_readable(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_url_encoded_number_is_masked() -> None:
+    assert redact("To=%2B447911123456&From=smsgw") == "To=%2B447*****3456&From=smsgw"
+
+
 def test_scrubbing_keeps_the_shape_of_the_line() -> None:
     assert scrub_secrets("user=alice password=hunter2x lane=otp") == (
         "user=alice password=*** lane=otp"
@@ -87,6 +129,8 @@ def test_scrubbing_keeps_the_shape_of_the_line() -> None:
     assert redact("redis://:pw@redis:6379/0 for +447911123456") == (
         "redis://:***@redis:6379/0 for +44******3456"
     )
+    # A closing parenthesis after a scrubbed value stays
+    assert redact(f"(code {CODE!r}, token={CODE})") == "(code '***', token=***)"
 
 
 def test_json_lines_carry_job_and_lane_and_nothing_in_clear(
@@ -114,6 +158,7 @@ def test_json_lines_carry_job_and_lane_and_nothing_in_clear(
     assert "ValueError" in lines[1]["exception"]
     text = stream.getvalue()
     assert "7911123456" not in text and "hunter2x" not in text and "token=***" in text
+    assert CODE not in text  # the exception's text names the code: gone from "exception"
 
 
 def test_plain_lines_show_lane_and_job(captured: tuple[io.StringIO, logging.Logger]) -> None:

@@ -31,7 +31,7 @@ from worker.app import create_app
 from worker.cli import main
 from worker.crypto import Cipher, generate_key
 from worker.delivery import PartRef, PartState
-from worker.keys import job_key
+from worker.keys import accounts_key, job_key
 from worker.models import DeliveryStatus, RecipientResult, SendSmsMessageResult, ShortMessage
 from worker.producer import Producer
 
@@ -205,13 +205,25 @@ async def test_the_alert_rules_load_and_use_only_metrics_that_exist(
         assert rule["annotations"]["summary"]
     # When every metric has at least one sample
     _every_metric_once()
+    await async_redis.hset(accounts_key(), "main", "{}")  # a stored account (health reads names)
     await AccountStatusRecorder(async_redis).ok("main")
     exposed = {name for name, _ in samples(metrics.exposition(settings).decode())}
     # Then every smsgw metric a rule names is exposed
     named = {m for rule in rules for m in re.findall(r"\bsmsgw_[a-z_]+", rule["expr"])}
     assert named, "no rule uses an smsgw metric"
     assert named <= exposed, named - exposed
-    assert {"smsgw_healthy", "smsgw_queue_oldest_age_seconds", "smsgw_account_failing"} <= named
+    assert {
+        "smsgw_health_check_ok",
+        "smsgw_queue_oldest_age_seconds",
+        "smsgw_account_failing",
+    } <= named
+    # A bulk backlog is a ticket, never a page: the paging health rule leaves its age out
+    [unhealthy] = [rule for rule in rules if rule["alert"] == "SmsgwUnhealthy"]
+    assert "smsgw_healthy" not in unhealthy["expr"]
+    assert (
+        'unless on (check, subject) smsgw_health_check_ok{check="queue_age", subject="bulk"}'
+        in (" ".join(unhealthy["expr"].split()))
+    )
 
 
 def test_the_example_scrape_config_targets_the_compose_workers_and_loads_the_rules() -> None:

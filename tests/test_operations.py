@@ -46,9 +46,10 @@ from tests.celery_harness import (
 from worker.app import create_app
 from worker.cli_output import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from worker.crypto import Cipher, generate_key
-from worker.keys import job_key
+from worker.delivery import PartRef
+from worker.keys import campaign_key, job_key, parts_key
 from worker.models import ShortMessage
-from worker.producer import Producer
+from worker.producer import SEND_BATCH_TASK, SEND_TASK, Producer
 from worker.redis_server import RedisServer, free_port
 
 __all__ = ["e2e_redis"]  # the harness's session fixture, bound here for pytest
@@ -228,6 +229,10 @@ def test_metrics_after_a_small_run_match_the_results(ops: Ops) -> None:
     assert delta(before, after, "smsgw_provider_latency_seconds_count") == calls
     assert delta(before, after, "smsgw_end_to_end_latency_seconds_count") == sent_parts
     assert delta(before, after, "smsgw_end_to_end_latency_seconds_count", lane="bulk") == 3
+    # And the cluster-wide limiter held the slow account's six codes back (2/s, by account)
+    waits = delta(before, after, "smsgw_ratelimit_waits_total", account="slow", lane="default")
+    assert waits >= 1
+    assert delta(before, after, "smsgw_ratelimit_wait_seconds_total", account="slow") > 0
     # And provider throttles per account, and retries by error class
     assert throttled["throttled"] > 0, "the slow account was never throttled"
     assert (
@@ -246,6 +251,79 @@ def test_metrics_after_a_small_run_match_the_results(ops: Ops) -> None:
         assert value(after, "smsgw_lane_consumers", lane=lane) == 1
 
 
+class _Held:
+    """A publisher that keeps the tasks a producer would publish, to publish them later."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def send_task(self, name: str, args: Any = None, **options: Any) -> None:
+        self.tasks.append((name, args, options))
+
+
+def test_a_retried_batch_and_a_job_delivered_again_are_counted_once(ops: Ops) -> None:
+    before = ops.scrape()
+    # Given a bulk batch of four jobs, one of which meets a Redis error (its campaign's
+    # record has the wrong type) after the three others were sent: the batch is retried
+    held = _Held()
+    producer = Producer(
+        redis=ops.state, publisher=held, settings=ops.settings,
+        cipher=Cipher([ops.settings.secret_key.get_secret_value()]),  # type: ignore[union-attr]
+    )  # fmt: skip
+    numbers = NUMBERS[30:34]
+    jobs = producer.enqueue_many(
+        [ShortMessage(message=f"Reset {n}", phone_numbers=[to]) for n, to in enumerate(numbers)],
+        lane="bulk",
+    )
+    [(name, args, options)] = held.tasks
+    assert name == SEND_BATCH_TASK
+    broken = json.loads(ops.state.get(job_key(jobs[0])) or "{}")
+    ops.state.set(job_key(jobs[0]), json.dumps({**broken, "campaign": "c" * 32}), keepttl=True)
+    ops.state.set(campaign_key("c" * 32), "not a hash")
+    ops.app.send_task(name, args=args, **options)
+
+    def sent(job_id: str, to: str) -> bool:
+        return ops.state.hget(parts_key(job_id), f"{PartRef(to, 0).name}:s") == b"sent"
+
+    wait_for(lambda: all(sent(j, to) for j, to in zip(jobs[1:], numbers[1:], strict=True)),
+             timeout_s=30, what="the three good jobs sent")  # fmt: skip
+    ops.state.set(job_key(jobs[0]), json.dumps(broken), keepttl=True)  # the retry succeeds
+    results = ops.results(jobs)
+    assert all(r["success"] for r in results)
+    # And an otp job whose task is delivered a second time after it finished
+    [otp] = [ops.producer.enqueue(code(NUMBERS[34]), lane="otp")]
+    ops.results([otp])
+    ops.app.send_task(SEND_TASK, args=[otp], task_id=otp, queue="otp")
+    wait_for(lambda: ops.worker.log_text().count(f"sms.send[{otp}] succeeded") == 2,
+             timeout_s=30, what="the second delivery to finish")  # fmt: skip
+    # Then each job and each part is counted once
+    after = ops.scrape()
+    assert delta(before, after, "smsgw_retries_total", lane="bulk", error_class="ResponseError")
+    assert delta(before, after, "smsgw_jobs_total", lane="bulk", status="sent") == 4
+    assert delta(before, after, "smsgw_parts_total", lane="bulk", status="sent") == 4
+    assert delta(before, after, "smsgw_jobs_total", lane="otp") == 1
+    assert delta(before, after, "smsgw_parts_total", lane="otp") == 1
+
+
+def test_jobs_refused_before_any_send_count_their_parts(ops: Ops) -> None:
+    before = ops.scrape()
+    # Given a job for an account that does not exist, and one too long for any gateway
+    unknown = ops.producer.enqueue(code(NUMBERS[35]), lane="default", account="nobody")
+    too_long = ops.producer.enqueue(
+        ShortMessage(message="word " * 400 + "{code}", access_code=CODE, max_length=2000,
+                     phone_numbers=[NUMBERS[36], NUMBERS[37]]),
+        lane="default",
+    )  # fmt: skip
+    results = ops.results([unknown, too_long])
+    assert [r["recipients"][0]["error_class"] for r in results] == ["NoAccount", "InvalidMessage"]
+    # Then their recipients count as failed parts: under no account, and under the account
+    after = ops.scrape()
+    failed = {"lane": "default", "status": "failed_permanent", "gateway": "vonage"}
+    assert delta(before, after, "smsgw_parts_total", account="none", status="failed_permanent") == 1
+    assert delta(before, after, "smsgw_parts_total", account="main", **failed) == 2
+    assert delta(before, after, "smsgw_jobs_total", account="main", **failed) == 1
+
+
 def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> None:
     # Given a running worker and nothing queued: green
     status, report = ops.health()
@@ -258,7 +336,7 @@ def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> 
     job_id = ops.producer.enqueue(code(NUMBERS[20]), lane="otp")
     status, report = ops.health()
     assert status == EXIT_UNHEALTHY
-    assert report["reasons"] == ["lane otp: 1 queued job(s) and no worker consumes it"]
+    assert report["reasons"] == ["lane otp: 1 queued message(s) and no worker consumes it"]
     status, report = ops.health("--lanes", "otp", "--worker", ops.worker.node)
     assert f"worker {ops.worker.node} does not answer" in report["reasons"]
     # And when that code has waited past the otp threshold: red for its age too
@@ -274,6 +352,65 @@ def test_health_follows_the_lane_worker_and_the_age_of_queued_jobs(ops: Ops) -> 
     [result] = ops.results([job_id])
     assert result["success"] is True
     wait_for(lambda: ops.health()[0] == EXIT_OK, timeout_s=20, interval_s=0.5, what="green")
+
+
+def test_health_red_for_a_message_held_by_a_killed_worker(ops: Ops) -> None:
+    broker = redis.Redis.from_url(ops.settings.broker_url.get_secret_value())
+    try:
+        # Given a code whose retry is due in a minute, taken by the worker (it holds the
+        # message until then), and the worker SIGKILLed: the message stays with the broker's
+        # unacknowledged ones, the queue is empty
+        held = _Held()
+        cipher = Cipher([ops.settings.secret_key.get_secret_value()])  # type: ignore[union-attr]
+        producer = Producer(redis=ops.state, publisher=held, settings=ops.settings, cipher=cipher)
+        job_id = producer.enqueue(code(NUMBERS[38]), lane="otp")
+        ops.app.send_task(SEND_TASK, args=[job_id], task_id=job_id, queue="otp", countdown=60)
+        wait_for(lambda: broker.zcard("unacked_index") == 1 and broker.llen("otp") == 0,
+                 timeout_s=20, what="the worker to take the message")  # fmt: skip
+        ops.worker.kill()
+        # When health runs with a grace of 3 s (retry countdown 1 s, task time limit 1 s,
+        # otp threshold 1 s) instead of the default 1050 s
+        short = {"SMSGW_MAX_RETRY_COUNTDOWN_S": "1", "SMSGW_TASK_TIME_LIMIT_S": "1",
+                 "SMSGW_STALL_AFTER_S__OTP": "1"}  # fmt: skip
+        env = {**ops.env, **short}
+        wait_for(lambda: ops.health("--lanes", "otp", env=env)[0] != EXIT_OK,
+                 timeout_s=20, interval_s=0.5, what="health to see the held message")  # fmt: skip
+        # Then it is red for that lane, though nothing is queued
+        status, report = ops.health("--lanes", "otp", env=env)
+        assert status == EXIT_UNHEALTHY
+        [reason] = report["reasons"]
+        assert reason.startswith("lane otp: 1 message(s) taken by a worker"), reason
+        [otp] = report["lanes"]
+        assert otp["depth"] == 0 and otp["held_stalled"] == 1 and otp["held_oldest_s"] >= 3
+    finally:
+        broker.delete("unacked", "unacked_index")  # the lost message would come back in 6 h
+        broker.close()
+
+
+def test_a_send_is_recorded_when_metrics_cannot_be_written(
+    ops: Ops, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given a worker whose metric files cannot be written (its PROMETHEUS_MULTIPROC_DIR
+    # is gone, as a full or missing disk would make it)
+    workdir = tmp_path_factory.mktemp("no-metrics")
+    env = {k: v for k, v in ops.env.items() if k != "SMSGW_METRICS_PORT"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "gone")
+    ops.worker.stop()
+    worker = WorkerProcess(env=env, cwd=workdir, log_path=workdir / "worker.log")
+    worker.args = [*ops.worker.args[:-1], worker.node.replace("e2e-", "e2e-nometrics-")]
+    worker.node = worker.args[-1]
+    try:
+        worker.start()
+        # When a code goes out
+        before = stats(ops.sandbox, MAIN_ACCOUNT)["accepted"]
+        [result] = ops.results([ops.producer.enqueue(code(NUMBERS[28]), lane="otp")])
+        # Then it is recorded as sent, once, and the worker said why it counts nothing
+        assert result["success"] is True, result
+        assert result["recipients"][0]["status"] == "sent"
+        assert stats(ops.sandbox, MAIN_ACCOUNT)["accepted"] == before + 1
+        assert "metrics: cannot record (FileNotFoundError" in worker.log_text()
+    finally:
+        worker.stop()
 
 
 def test_health_red_when_redis_does_not_answer(ops: Ops) -> None:

@@ -8,13 +8,16 @@ last outcome was a failure.
 A success is written at most once per :data:`OK_REFRESH_S` per account and process (a hot
 account would otherwise pay a Redis write per part), and at once when this process last
 saw the account fail. So health goes green within ``OK_REFRESH_S`` of the first success
-after a failure another process recorded. The record is a hash (``status``, ``at`` in Unix
-seconds, ``account``, ``error_class``, ``reason``); reasons come from error messages,
-which never hold a secret or a number in clear.
+after a failure another process recorded. Every account's record is one field of one hash
+(:func:`~worker.keys.account_statuses_key`), a JSON object (``status``, ``at`` in Unix
+seconds, ``account``, ``error_class``, ``reason``), so health reads them all with one
+``HGETALL``; a record older than :data:`~worker.keys.ACCOUNT_STATUS_TTL_S` is ignored.
+Reasons come from error messages, which never hold a secret or a number in clear.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateways.errors import GatewayError
-from worker.keys import ACCOUNT_STATUS_TTL_S, account_status_key
+from worker.keys import ACCOUNT_STATUS_TTL_S, account_statuses_key
 from worker.logs import redact
 
 __all__ = ["OK_REFRESH_S", "AccountStatus", "AccountStatusRecorder", "parse_account_status"]
@@ -49,8 +52,14 @@ class AccountStatus:
     reason: str | None = None
 
 
-def parse_account_status(raw: dict[str, str]) -> AccountStatus | None:
-    """The record read back from its hash (``HGETALL``, decoded); None when malformed."""
+def parse_account_status(text: str | bytes) -> AccountStatus | None:
+    """A record read back from the hash (its JSON); None when malformed."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict):
+        return None
     status = raw.get("status")
     if status not in ("ok", "failing") or not raw.get("account"):
         return None
@@ -60,11 +69,11 @@ def parse_account_status(raw: dict[str, str]) -> AccountStatus | None:
     except ValueError:
         return None
     return AccountStatus(
-        account=raw["account"],
+        account=str(raw["account"]),
         status=verdict,
         at_s=at_s,
-        error_class=raw.get("error_class") or None,
-        reason=raw.get("reason") or None,
+        error_class=str(raw.get("error_class") or "") or None,
+        reason=str(raw.get("reason") or "") or None,
     )
 
 
@@ -104,12 +113,12 @@ class AccountStatusRecorder:
 
     async def _write(self, account: str, fields: dict[str, str]) -> None:
         # Bookkeeping for health: a failed write must not turn a send into a failure.
-        key = account_status_key(account)
+        key = account_statuses_key()
+        record = json.dumps({**fields, "account": account, "at": f"{self._clock():.3f}"})
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                record = {**fields, "account": account, "at": f"{self._clock():.3f}"}
-                pipe.hset(key, mapping=record)  # type: ignore[arg-type]
-                pipe.expire(key, ACCOUNT_STATUS_TTL_S)
+                pipe.hset(key, account, record)
+                pipe.expire(key, ACCOUNT_STATUS_TTL_S)  # all of it, once no account is used
                 await pipe.execute()
         except RedisError as error:
             self._last_ok.pop(account, None)

@@ -37,7 +37,7 @@ from gateways.registry import load_gateway
 from worker.accounts import NoAccount, ResolvedAccount, SettingsAccounts
 from worker.crypto import Cipher, DecryptionFailed
 from worker.keys import (
-    account_status_key,
+    account_statuses_key,
     accounts_default_key,
     accounts_key,
     accounts_version_key,
@@ -426,7 +426,7 @@ class AccountStore:
             # The health verdict was about the old settings; the next send gives a new one.
             return updated, [
                 _hset_account(name, encode_account(updated, self.cipher)),
-                lambda p: p.delete(account_status_key(name)),
+                lambda p: p.hdel(account_statuses_key(), name),
             ]
 
         return await self._change(plan)
@@ -515,7 +515,7 @@ class AccountStore:
                 )
             writes: list[_Write] = [
                 lambda p: p.hdel(accounts_key(), name),
-                lambda p: p.delete(account_status_key(name)),  # no health verdict on a ghost
+                lambda p: p.hdel(account_statuses_key(), name),  # no health verdict on a ghost
             ]
             warnings: list[str] = []
             if view.snapshot.default == name:

@@ -9,7 +9,6 @@ endpoint (:mod:`worker.metrics`, when ``SMSGW_METRICS_PORT`` is set).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import Celery
@@ -23,33 +22,20 @@ from celery.signals import (
 
 from config.celery import celery_config
 from config.settings import Settings, get_settings
+from worker.task_events import SummariseResults
 
 __all__ = ["app", "create_app"]
 
 log = logging.getLogger(__name__)
 
 
-class _SummariseResults(logging.Filter):
-    """Celery logs a task's return value; ours is a result record with phone numbers.
-
-    Replace it with a summary so worker logs never carry a number in clear.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        data = record.args
-        if isinstance(data, dict) and isinstance(data.get("return_value"), str):
-            value = data["return_value"]
-            if "'recipients'" in value or '"recipients"' in value:
-                success = "'success': True" in value or '"success": true' in value
-                record.args = {**data, "return_value": f"<result success={success}>"}
-        return True
-
-
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (the process settings by default)."""
-    celery = Celery("smsgw", include=["worker.tasks"])
+    # Task events and Celery's "succeeded" log line summarise the result record, which
+    # holds numbers in clear (worker.task_events).
+    celery = Celery("smsgw", include=["worker.tasks"], task_cls="worker.task_events:SmsgwTask")
     celery.config_from_object(celery_config(settings or get_settings()))
-    logging.getLogger("celery.app.trace").addFilter(_SummariseResults())
+    logging.getLogger("celery.app.trace").addFilter(SummariseResults())
     return celery
 
 
@@ -100,13 +86,3 @@ def _stop_metrics(**_: Any) -> None:
     from worker import metrics
 
     metrics.stop_server()
-
-
-@worker_process_shutdown.connect
-def _forget_process_metrics(pid: int | None = None, **_: Any) -> None:
-    # Multi-process mode keeps a dead process's counters (they still count) but not its
-    # live gauges.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]

@@ -34,16 +34,27 @@ def _lanes(value: str | None) -> list[str] | None:
 @click.option(
     "--skip-accounts", is_flag=True, help="Do not check the gateway accounts' last outcomes."
 )
+@click.option(
+    "--skip-queue-age", is_flag=True,
+    help="Do not turn red for the age of queued jobs (a bulk backlog is normal).",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def health_command(lanes: str | None, node: str | None, skip_accounts: bool, as_json: bool) -> None:
-    """Check that codes flow: Redis answers, every lane with queued jobs has a worker, no
-    lane's oldest job is older than its threshold, no account is failing permanently.
+def health_command(
+    lanes: str | None, node: str | None, skip_accounts: bool, skip_queue_age: bool, as_json: bool
+) -> None:
+    """Check that codes flow: Redis answers, every lane with queued messages has a worker,
+    no lane's oldest job is older than its threshold, no message is held by a lost worker,
+    no account is failing permanently.
 
-    Exit codes: 0 healthy, 6 Redis unreachable, 8 anything else wrong (the reasons are
+    Exit codes: 0 healthy, 6 Redis unreachable, 9 anything else wrong (the reasons are
     printed). Takes about SMSGW_HEALTH_TIMEOUT_S (1 s): the time workers get to answer.
     """
     report = check_health(
-        get_settings(), lanes=_lanes(lanes), worker=node, accounts=not skip_accounts
+        get_settings(),
+        lanes=_lanes(lanes),
+        worker=node,
+        accounts=not skip_accounts,
+        queue_age=not skip_queue_age,
     )
     if as_json:
         print_json(report.to_json())

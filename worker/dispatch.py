@@ -75,6 +75,9 @@ class Finished:
     """The job is settled; this is its final result."""
 
     result: SendSmsMessageResult
+    # Each part's final status, counted with the job by the task once the result is stored
+    # (so a retried batch or a redelivered job is not counted twice).
+    parts: tuple[DeliveryStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,19 +336,21 @@ class Dispatcher:
             return self._everyone_failed(
                 record, redacted, check.recipients, no_account, started_at, rejected
             )
+        account = resolved.account
         if check.problems:
             return self._everyone_failed(
                 record, redacted, check.recipients, InvalidMessage(check.problems), started_at,
-                rejected,
+                rejected, account=account,
             )  # fmt: skip
-        account = resolved.account
         recipients, outside = _within_countries(account, check.recipients)
         rejected += outside
         try:
             gateway = self._gateway(account)
             pieces = self._pieces(message, gateway)
         except (ConfigurationError, PermanentGatewayError) as error:
-            return self._everyone_failed(record, redacted, recipients, error, started_at, rejected)
+            return self._everyone_failed(
+                record, redacted, recipients, error, started_at, rejected, account=account
+            )
         job = _Job(
             record=record,
             message=message,
@@ -376,7 +381,6 @@ class Dispatcher:
         states = job.delivery.known
         results = [recipient_result(r, len(pieces), states) for r in recipients]
         statuses = metrics.part_statuses(states, results, len(pieces))
-        metrics.record_parts(record.lane, gateway.metadata.name, account.name, statuses)
         return Finished(
             summarise(
                 record,
@@ -385,7 +389,8 @@ class Dispatcher:
                 gateway=gateway.metadata.name,
                 account=account.name,
                 started_at=started_at,
-            )
+            ),
+            parts=tuple(statuses),
         )
 
     def _everyone_failed(
@@ -396,7 +401,11 @@ class Dispatcher:
         error: SmsError,
         started_at: datetime,
         rejected: list[RecipientResult] | None = None,
+        *,
+        account: GatewayAccount | None = None,
     ) -> Finished:
+        """Every recipient failed before any send: each counts as one failed part, under the
+        account (and its gateway type) when one was resolved."""
         failed = [
             RecipientResult(
                 phone_number=recipient,
@@ -410,7 +419,15 @@ class Dispatcher:
         if not everyone:
             return Finished(job_failure(record.id, str(error), record=record, message=redacted))
         return Finished(
-            summarise(record, redacted, everyone, gateway=None, account=None, started_at=started_at)
+            summarise(
+                record,
+                redacted,
+                everyone,
+                gateway=account.gateway if account else None,
+                account=account.name if account else None,
+                started_at=started_at,
+            ),
+            parts=tuple(r.status for r in failed),
         )
 
     def _gateway(self, account: GatewayAccount) -> SmsGateway:
@@ -656,7 +673,6 @@ class Dispatcher:
                 await self._account_status.failing(job.account.name, error)
             await delivery.settle_error(part, DeliveryStatus.FAILED_PERMANENT, error)
             return False
-        metrics.observe_accepted(lane, job.record.enqueued_at)
         segments = receipt.segments or piece.counted.segments
         await delivery.settle(
             part,
@@ -667,6 +683,7 @@ class Dispatcher:
                 segments=segments,
             ),
         )
+        metrics.observe_accepted(lane, job.record.enqueued_at)  # after the outcome is safe
         await self._account_status.ok(job.account.name)
         return True
 

@@ -4,9 +4,12 @@
 :class:`HealthReport`; nothing here keeps state. It is red when:
 
 * Redis (broker, result backend or state store) does not answer;
-* a lane has queued jobs and no worker consumes it;
+* a lane has queued messages and no worker consumes it;
 * the oldest queued job of a lane is older than the lane's threshold
   (``SMSGW_STALL_AFTER_S__OTP`` 30 s, ``__DEFAULT`` 5 min, ``__BULK`` 30 min);
+* a worker took a lane's message and has held it longer than any retry countdown plus
+  the task time limit plus the lane's threshold: the worker died (SIGKILL, out of memory)
+  holding it, and the broker gives it back only after the visibility timeout (6 h);
 * an account's last provider outcome was a permanent refusal of the account itself
   (bad credentials, no balance; recorded by :mod:`worker.account_status`);
 * with ``worker=``: that worker node does not answer or does not consume the lanes.
@@ -18,6 +21,12 @@ carries: the task id is the job id (a batch's first argument lists job ids), and
 record keeps ``enqueued_at``, written by every producer (other-language ones included),
 whereas Celery's message headers carry no publish time. A retried task is republished with
 an ``eta``; it waits from then, not from the job's enqueue, so the later of the two counts.
+
+Messages a worker has taken (prefetched, running, or waiting for a retry's countdown) are
+no longer in the list: kombu keeps them in the ``unacked`` hash (tag -> [message, exchange,
+routing key]) and the ``unacked_index`` sorted set (tag -> when it was taken) until the
+worker acknowledges them. An entry older than ``max_retry_countdown_s`` +
+``task_time_limit_s`` + the lane's threshold belongs to no live worker's normal work.
 
 How it finds consumers. One ``inspect().active_queues()`` broadcast through the broker
 (Celery's remote control, which every worker answers, with or without gossip and mingle);
@@ -38,11 +47,12 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from worker.account_status import AccountStatus, parse_account_status
-from worker.keys import account_status_pattern, job_key
+from worker.keys import ACCOUNT_STATUS_TTL_S, account_statuses_key, accounts_key, job_key
 from worker.logs import redact
 
 __all__ = [
@@ -50,16 +60,16 @@ __all__ = [
     "HealthReport",
     "LaneState",
     "check_health",
+    "held_grace_s",
     "lane_threshold_s",
     "queue_lists",
     "read_lane",
+    "read_unacked",
 ]
 
-# kombu's Redis transport: the separator of a queue's per-priority lists, and the steps.
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 _TAIL_MESSAGES = 5  # messages read from a queue's tail to find one whose job is known
 _REDIS_TIMEOUT_S = 2.0
+_UNACKED_READ = 1000  # stalled entries read at most (beyond, the count is a lower bound)
 
 Consumers = dict[str, list[str]]  # lane -> worker nodes consuming it
 
@@ -68,7 +78,7 @@ Consumers = dict[str, list[str]]  # lane -> worker nodes consuming it
 class Check:
     """One verdict. ``subject`` is a lane, an account, a Redis role or a worker node."""
 
-    name: str  # redis | consumers | queue_age | account | worker
+    name: str  # redis | consumers | queue_age | held | account | worker
     subject: str
     ok: bool
     reason: str
@@ -83,6 +93,8 @@ class LaneState:
     oldest_age_s: float | None  # None: empty, or no queued message names a known job
     threshold_s: float
     consumers: list[str] | None  # None: unknown (the broadcast failed)
+    held_stalled: int = 0  # messages a worker took and has held too long (died holding them)
+    held_oldest_s: float | None = None  # how long the oldest of those has been held
 
 
 @dataclass(slots=True)
@@ -126,8 +138,62 @@ def lane_threshold_s(settings: Settings, lane: str) -> float:
 
 
 def queue_lists(lane: str) -> list[str]:
-    """The broker lists holding ``lane``'s messages: the queue and its priority lists."""
-    return [lane, *(f"{lane}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS)]
+    """The broker lists holding ``lane``'s messages: the queue and its priority lists
+    (kombu's Redis transport names them, its step 0 being the queue itself)."""
+    return [lane, *(f"{lane}{Channel.sep}{step}" for step in PRIORITY_STEPS if step)]
+
+
+def held_grace_s(settings: Settings, lane: str) -> float:
+    """How long a worker may normally hold one of ``lane``'s messages: the longest retry
+    countdown, plus the task time limit, plus the lane's threshold."""
+    return (
+        settings.max_retry_countdown_s
+        + settings.task_time_limit_s
+        + lane_threshold_s(settings, lane)
+    )
+
+
+def read_unacked(
+    broker: redis.Redis, lanes: dict[str, float], *, now_s: float
+) -> dict[str, list[float]]:
+    """Messages workers took and have held longer than their lane's grace.
+
+    Args:
+        broker: The broker's Redis.
+        lanes: Lane -> grace in seconds (:func:`held_grace_s`).
+        now_s: Unix time in seconds.
+
+    Returns:
+        Lane -> how long each of its stalled messages has been held, in seconds.
+    """
+    if not lanes:
+        return {}
+    oldest_allowed = now_s - min(lanes.values())
+    entries = broker.zrangebyscore(
+        Channel.unacked_index_key, "-inf", oldest_allowed, start=0, num=_UNACKED_READ,
+        withscores=True,
+    )  # fmt: skip
+    pairs: list[tuple[Any, float]] = [(e[0], float(e[1])) for e in entries or []]
+    if not pairs:
+        return {}
+    raws = broker.hmget(Channel.unacked_key, [tag for tag, _ in pairs])
+    held: dict[str, list[float]] = {}
+    for (_, taken_s), raw in zip(pairs, raws, strict=True):
+        lane = _routing_key(raw)
+        if lane is not None and lane in lanes and now_s - taken_s > lanes[lane]:
+            held.setdefault(lane, []).append(now_s - taken_s)
+    return held
+
+
+def _routing_key(raw: bytes | str | None) -> str | None:
+    # An unacked entry is kombu's JSON [message, exchange, routing key].
+    if raw is None:
+        return None
+    try:
+        _, _, routing_key = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    return str(routing_key) if routing_key else None
 
 
 def read_lane(
@@ -200,15 +266,33 @@ def _timestamp(value: object) -> float | None:
         return None
 
 
-def read_accounts(state: redis.Redis) -> list[AccountStatus]:
-    """Every account's recorded outcome, by name."""
+def read_accounts(state: redis.Redis, names: Iterable[str], *, now_s: float) -> list[AccountStatus]:
+    """The recorded outcome of each account that exists now, by name (one ``HGETALL``).
+
+    Args:
+        state: The state store.
+        names: The accounts that exist (stored and provisioned): a record left by an
+            account deleted since is ignored.
+        now_s: Unix time; a record older than ``ACCOUNT_STATUS_TTL_S`` is ignored.
+    """
+    current = set(names)
     found: list[AccountStatus] = []
-    for key in state.scan_iter(match=account_status_pattern(), count=500):
-        raw = state.hgetall(key)
-        status = parse_account_status({_text(k): _text(v) for k, v in raw.items()})
-        if status is not None:
+    for raw in state.hgetall(account_statuses_key()).values():
+        status = parse_account_status(raw)
+        if status is None or status.account not in current:
+            continue
+        if now_s - status.at_s <= ACCOUNT_STATUS_TTL_S:
             found.append(status)
     return sorted(found, key=lambda status: status.account)
+
+
+def account_names(state: redis.Redis, settings: Settings) -> set[str]:
+    """Every account name: the stored ones and those of ``SMSGW_ACCOUNTS``."""
+    stored = {_text(name) for name in state.hkeys(accounts_key())}
+    provisioned = {
+        str(raw["name"]) for raw in settings.accounts if isinstance(raw, dict) and raw.get("name")
+    }
+    return stored | provisioned
 
 
 def _text(value: bytes | str) -> str:
@@ -238,6 +322,7 @@ def check_health(
     lanes: Sequence[str] | None = None,
     worker: str | None = None,
     accounts: bool = True,
+    queue_age: bool = True,
     consumers: Callable[[float], Consumers] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> HealthReport:
@@ -248,6 +333,9 @@ def check_health(
         lanes: The lanes to check (all by default).
         worker: Also require this worker node to answer and consume ``lanes``.
         accounts: Whether to check the accounts' recorded outcomes.
+        queue_age: Whether a lane's oldest queued job past its threshold is red (the ages
+            are reported either way); the bulk worker's healthcheck leaves it out, since a
+            large campaign's backlog is normal.
         consumers: Finds the consumers (timeout in, lane -> nodes out); the Celery
             broadcast by default.
         clock: Unix time in seconds.
@@ -262,16 +350,23 @@ def check_health(
         broker, state = clients["broker"], clients["state store"]
         found, broadcast_error = _consumers(settings, consumers)
         now_s = clock()
+        grace = {lane: held_grace_s(settings, lane) for lane in selected}
+        held = read_unacked(broker, grace, now_s=now_s)
         for lane in selected:
             depth, age_s = read_lane(broker, state, lane, now_s=now_s)
             nodes = None if found is None else found.get(lane, [])
-            state_of_lane = LaneState(lane, depth, age_s, lane_threshold_s(settings, lane), nodes)
+            stalled = held.get(lane, [])
+            state_of_lane = LaneState(
+                lane, depth, age_s, lane_threshold_s(settings, lane), nodes,
+                held_stalled=len(stalled), held_oldest_s=max(stalled, default=None),
+            )  # fmt: skip
             report.lanes.append(state_of_lane)
-            report.checks.extend(_lane_checks(state_of_lane, broadcast_error))
+            checks = _lane_checks(state_of_lane, broadcast_error)
+            report.checks.extend(c for c in checks if queue_age or c.name != "queue_age")
         if worker is not None:
             report.checks.append(_worker_check(worker, selected, found, broadcast_error))
         if accounts:
-            report.accounts = read_accounts(state)
+            report.accounts = read_accounts(state, account_names(state, settings), now_s=now_s)
             report.checks.extend(_account_check(status) for status in report.accounts)
         return report
     except (RedisError, OSError) as error:
@@ -348,7 +443,7 @@ def _lane_checks(lane: LaneState, broadcast_error: str | None) -> Iterable[Check
             "consumers",
             name,
             False,
-            f"lane {name}: {lane.depth} queued job(s) and no worker consumes it",
+            f"lane {name}: {lane.depth} queued message(s) and no worker consumes it",
         )
     else:
         yield Check(
@@ -364,6 +459,15 @@ def _lane_checks(lane: LaneState, broadcast_error: str | None) -> Iterable[Check
     else:
         waited = "nothing queued" if age is None else f"the oldest queued job has waited {age:.0f}s"
         yield Check("queue_age", name, True, f"lane {name}: {waited}")
+    if lane.held_stalled:
+        reason = (
+            f"lane {name}: {lane.held_stalled} message(s) taken by a worker "
+            f"{lane.held_oldest_s or 0:.0f}s ago and never finished (the worker died holding "
+            "them; the broker gives them back after its visibility timeout)"
+        )
+        yield Check("held", name, False, reason)
+    else:
+        yield Check("held", name, True, f"lane {name}: no message held by a lost worker")
 
 
 def _worker_check(

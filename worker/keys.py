@@ -11,8 +11,7 @@ __all__ = [
     "ACCOUNT_STATUS_TTL_S",
     "PREFIX",
     "REJECTED_MAX",
-    "account_status_key",
-    "account_status_pattern",
+    "account_statuses_key",
     "accounts_default_key",
     "accounts_key",
     "accounts_version_key",
@@ -99,14 +98,10 @@ def accounts_version_key() -> str:
     return f"{PREFIX}:accounts:version"
 
 
-def account_status_key(account: str) -> str:
-    """An account's last provider outcome (ok, or failing permanently) for health checks."""
-    return f"{PREFIX}:account:{{{account}}}:status"
-
-
-def account_status_pattern() -> str:
-    """The SCAN pattern matching every :func:`account_status_key`."""
-    return f"{PREFIX}:account:*:status"
+def account_statuses_key() -> str:
+    """Hash of account name -> its last provider outcome (JSON: ok, or failing permanently)
+    for health checks; one hash, so a scrape reads every account in one command."""
+    return f"{PREFIX}:account-status"
 
 
 def campaign_key(campaign_id: str) -> str:

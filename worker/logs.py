@@ -8,10 +8,13 @@ task id of Celery's own task lines (``received``: the lane is not known yet ther
 Two filters run on the handler, so they see every record, whichever logger it came from
 (Celery's, kombu's, ours, a library's):
 
-* phone numbers are masked (``+44******3456``), as :func:`gateways.redaction.mask_number`;
+* phone numbers are masked (``+44******3456``), as :func:`gateways.redaction.mask_number`,
+  URL-encoded ones (``To=%2B4479...``) too;
 * anything that looks like a secret is scrubbed: ``password=...``, ``token: ...``,
-  ``"access_code": "..."``, credentials in URLs, ``Bearer``/``Basic`` authorization values
-  and Fernet tokens (stored access codes).
+  ``"access_code": "..."``, one-time codes (``code=482913``, ``otp: ...``,
+  ``Your code is 482913``, ``code '...'``; not ``status_code=429`` or a provider's
+  ``(code 21211``), credentials in URLs, ``Bearer``/``Basic`` authorization values and
+  Fernet tokens (stored access codes).
 
 The pipeline never logs a message text or a code in the first place; the filters are the
 second line of defence, for what a library or a future log call might print.
@@ -53,22 +56,49 @@ _lane: ContextVar[str | None] = ContextVar("smsgw_lane", default=None)
 
 # A phone number as it may be written: 8 to 16 digits, an optional + or 00, separators
 # (space, dot, dash, parentheses) between digits. Not when glued to letters (ids, hashes),
-# and not a date or a dotted IP address.
+# and not a date or a dotted IP address; but after a URL-encoded "+" (``To=%2B4479...``).
 _NUMBER = re.compile(
-    r"(?<![\w+.])"
+    r"(?:(?<![\w+.])|(?<=%2B)|(?<=%2b))"
     r"(?!\d{4}-\d{2}-\d{2})(?!\d{1,3}(?:\.\d{1,3}){3}(?!\d))"
     r"\+?\d(?:[ ().-]{0,2}\d){7,15}"
     r"(?![\w])"
 )
 
-_SECRET_KEYS = (
-    r"password|passwd|pwd|secret|api[_-]?secret|api[_-]?key|apikey|token|auth[_-]?token"
-    r"|access[_-]?code|accesscode|authorization|credentials?"
+_SECRET_WORDS = re.compile(
+    r"password|passwd|pwd|secret|api[_-]?key|apikey|token|access[_-]?code|accesscode"
+    r"|authorization|credential",
+    re.IGNORECASE,
 )
-# key=value, key: value, "key": "value" (the value up to a separator or the closing quote).
+# Keys and phrases naming a one-time code: "code", "otp", "pin", "passcode", "totp", alone
+# or as the last word of a key (verification_code, smsCode). A code is short: its value
+# must have 4 characters or more, so "lane otp: 1 queued" stays readable.
+_CODE_WORDS = frozenset({"code", "codes", "otp", "pin", "passcode", "totp"})
+# Words before "code" that make it a status or an error code, not a secret.
+_NOT_SECRET = frozenset(
+    {
+        "status", "error", "result", "unknown", "http", "exit", "return", "response",
+        "provider", "reason", "country", "calling", "dial", "area", "postal", "zip",
+        "region", "iso", "language", "currency", "promo", "bar", "qr", "source", "op",
+    }
+)  # fmt: skip
+_MIN_CODE = 4
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[_\-\s]+")
+
+# A value: quoted, or up to a separator; a closing parenthesis glued to its end stays.
+_VALUE = r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\]]*[^\s,;&}\])])"""
+# key=value, key: value, "key": "value". The key starts a word and is scanned once (the
+# lookbehind), so a long run of word characters costs linear time.
 _KEY_VALUE = re.compile(
-    rf"""(?P<key>["']?\b[\w-]*?(?:{_SECRET_KEYS})[\w-]*["']?\s*[:=]\s*)"""
-    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\]]+)""",
+    rf"""(?P<key>(?<![\w-])["']?(?P<name>[\w-]+)["']?\s*[:=]\s*){_VALUE}""",
+)
+# A code in a sentence: "Your code is 482913", "code 'Zx!4729q'", "Your+code+482913"
+# (a URL-encoded form). An unquoted value must hold a digit; a number right after
+# "(code" or "twilio: code" is a provider's error code and stays.
+_CODE_PHRASE = re.compile(
+    r"""(?P<key>(?<![\w-])(?P<name>code|otp|pin|passcode|totp)"""
+    r"""(?:(?:\s+|\+)(?P<verb>is|was))?(?:\s+|\+))"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&}\])'"+]*\d[^\s,;&}\])'"+]*)""",
     re.IGNORECASE,
 )
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^/\s:@]*):[^@\s/]+@")
@@ -87,10 +117,45 @@ def scrub_secrets(text: str) -> str:
     text = _URL_CREDENTIALS.sub(rf"\g<scheme>\g<user>:{_HIDDEN}@", text)
     text = _AUTH_HEADER.sub(rf"\g<kind> {_HIDDEN}", text)
     text = _FERNET.sub(_HIDDEN, text)
-    return _KEY_VALUE.sub(_hide_value, text)
+    text = _KEY_VALUE.sub(_hide_key_value, text)
+    return _CODE_PHRASE.sub(_hide_code_phrase, text)
 
 
-def _hide_value(match: re.Match[str]) -> str:
+def _words(name: str) -> list[str]:
+    return [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
+
+
+def _is_code_key(name: str) -> bool:
+    """``code``, ``otp``, ``verification_code``, ``smsCode``; not ``status_code``."""
+    words = _words(name)
+    if not words or words[-1] not in _CODE_WORDS:
+        return False
+    return len(words) == 1 or words[-2] not in _NOT_SECRET
+
+
+def _hide_key_value(match: re.Match[str]) -> str:
+    name, value = match.group("name"), match.group("value")
+    if _SECRET_WORDS.search(name):
+        return _hidden(match)
+    if _is_code_key(name) and len(value.strip("'\"")) >= _MIN_CODE:
+        return _hidden(match)
+    return match.group()
+
+
+def _hide_code_phrase(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quoted = value[:1] in {'"', "'"}
+    if len(value.strip("'\"")) < _MIN_CODE:
+        return match.group()
+    if match.group("verb") is None and not quoted:
+        before = match.string[: match.start()].rstrip(" +")
+        previous = _words(before.rsplit(None, 1)[-1]) if before else []
+        if before.endswith(("(", ":")) or (previous and previous[-1] in _NOT_SECRET):
+            return match.group()
+    return _hidden(match)
+
+
+def _hidden(match: re.Match[str]) -> str:
     value = match.group("value")
     quote = value[0] if value[:1] in {'"', "'"} else ""
     return f"{match.group('key')}{quote}{_HIDDEN}{quote}"

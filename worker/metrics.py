@@ -5,7 +5,7 @@ Counted by the workers, where the pipeline decides (``worker.dispatch``, ``worke
 ============================================  ===============================  ====================
 metric                                        labels                           counted when
 ============================================  ===============================  ====================
-``smsgw_jobs_total``                          lane, gateway, account, status   a job has its result
+``smsgw_jobs_total``                          lane, gateway, account, status   a job's result is new
 ``smsgw_parts_total``                         lane, gateway, account, status   ... per part
 ``smsgw_provider_latency_seconds``            lane, gateway                    a provider call ends
 ``smsgw_end_to_end_latency_seconds``          lane                             a part is accepted
@@ -15,9 +15,12 @@ metric                                        labels                           c
 ``smsgw_retries_total``                       lane, error_class                a part is retried
 ============================================  ===============================  ====================
 
-A part is one piece for one recipient; end-to-end latency runs from the job's enqueue to
-the provider accepting the part. A job's status is ``sent``, ``partial``, ``failed`` (no
-recipient at all) or its first unsent recipient's status.
+A part is one piece for one recipient; a recipient refused before any send (no account,
+a message the gateway cannot carry) counts as one part. A job and its parts are counted
+once, when the task stores a result the backend did not hold yet: a batch retried after
+a Redis error, or a finished job delivered again, is not counted twice. End-to-end
+latency runs from the job's enqueue to the provider accepting the part. A job's status is
+``sent``, ``partial``, ``failed`` (no recipient at all) or its first unsent recipient's.
 
 Read from Redis on every scrape by :class:`OperationsCollector` (so ``smsgw metrics`` shows
 them too): ``smsgw_queue_depth{lane}``, ``smsgw_queue_oldest_age_seconds{lane}``,
@@ -29,6 +32,10 @@ Label values are lane names, gateway types, account names, statuses and error cl
 names: never a number or a secret (every value also goes through the log redaction, in
 case an operator named an account after a phone number).
 
+Recording never raises: a metric that cannot be written (a full disk under
+``PROMETHEUS_MULTIPROC_DIR``) is logged once per process and skipped, so a send the
+provider accepted is always recorded as sent.
+
 Multi-process: with ``PROMETHEUS_MULTIPROC_DIR`` set (before the first import of
 prometheus-client), every process writes its counts to files there and the exposition
 sums them (prefork children, several workers on one host). Each worker serves
@@ -37,6 +44,8 @@ sums them (prefork children, several workers on one host). Each worker serves
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 import time
@@ -44,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec
 
 from prometheus_client import (
     REGISTRY,
@@ -88,6 +97,30 @@ __all__ = [
 ]
 
 NONE = "none"
+
+log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_failed_once = threading.Event()
+
+
+def _never_raises(record: Callable[_P, None]) -> Callable[_P, None]:
+    """Counting must never fail a send: an error is logged (once a process) and dropped."""
+
+    @functools.wraps(record)
+    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            record(*args, **kwargs)
+        except Exception as error:  # any failure of the metrics library or its files
+            _dropped(error)
+
+    return guarded
+
+
+def _dropped(error: Exception) -> None:
+    if not _failed_once.is_set():
+        _failed_once.set()
+        log.error("metrics: cannot record (%s: %s); counts dropped", type(error).__name__, error)
+
 
 # Codes should be accepted within seconds; bulk may queue for many minutes.
 _LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -146,13 +179,17 @@ def job_status(result: SendSmsMessageResult) -> str:
     return unsent[0].status.value
 
 
-def record_job(result: SendSmsMessageResult) -> None:
-    """Count a job's final result (once per job: the task does it when it returns one)."""
+@_never_raises
+def record_job(result: SendSmsMessageResult, parts: Iterable[DeliveryStatus] = ()) -> None:
+    """Count a job's final result and its parts' final statuses, under the result's lane,
+    gateway and account (once per job: the task does it when it records a new result)."""
     JOBS.labels(
         _label(result.lane), _label(result.gateway), _label(result.account), job_status(result)
     ).inc()
+    record_parts(result.lane or NONE, result.gateway, result.account, parts)
 
 
+@_never_raises
 def record_parts(
     lane: str, gateway: str | None, account: str | None, statuses: Iterable[DeliveryStatus]
 ) -> None:
@@ -185,11 +222,15 @@ def provider_call(lane: str, gateway: str) -> Iterator[None]:
     try:
         yield
     finally:
-        PROVIDER_LATENCY.labels(_label(lane), _label(gateway)).observe(
-            time.perf_counter() - started
-        )
+        _observe_call(lane, gateway, time.perf_counter() - started)
 
 
+@_never_raises
+def _observe_call(lane: str, gateway: str, seconds: float) -> None:
+    PROVIDER_LATENCY.labels(_label(lane), _label(gateway)).observe(seconds)
+
+
+@_never_raises
 def observe_accepted(lane: str, enqueued_at: datetime) -> None:
     """A provider accepted a part: record how long after the job's enqueue."""
     END_TO_END_LATENCY.labels(_label(lane)).observe(
@@ -197,17 +238,20 @@ def observe_accepted(lane: str, enqueued_at: datetime) -> None:
     )
 
 
+@_never_raises
 def rate_limit_wait(account: str, lane: str, wait_s: float) -> None:
     """The limiter refused a part's tokens for ``wait_s`` seconds."""
     RATELIMIT_WAITS.labels(_label(account), _label(lane)).inc()
     RATELIMIT_WAIT_SECONDS.labels(_label(account), _label(lane)).inc(max(0.0, wait_s))
 
 
+@_never_raises
 def throttled(account: str, gateway: str) -> None:
     """The provider answered with a throttle (429 or its own wording)."""
     PROVIDER_THROTTLES.labels(_label(account), _label(gateway)).inc()
 
 
+@_never_raises
 def retry(lane: str | None, error: BaseException | str) -> None:
     """A part or job goes for another try because of ``error`` (its class is the label)."""
     error_class = error if isinstance(error, str) else type(error).__name__
@@ -255,7 +299,11 @@ class OperationsCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         """The gauges, from a fresh (or at most ``cache_s`` old) health report."""
         report = self._report()
-        depth = GaugeMetricFamily("smsgw_queue_depth", "Jobs queued on a lane", labels=["lane"])
+        depth = GaugeMetricFamily(
+            "smsgw_queue_depth",
+            "Broker messages queued on a lane (a bulk batch message carries up to 100 jobs)",
+            labels=["lane"],
+        )
         age = GaugeMetricFamily(
             "smsgw_queue_oldest_age_seconds",
             "How long the oldest queued job of a lane has waited (0 when none)",

@@ -85,8 +85,18 @@ def send(self: Task[Any, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     if isinstance(outcome, RetryLater):
         log.info("job %s: retry in %.1fs (%s)", job_id, outcome.countdown_s, outcome.reason)
         raise self.retry(countdown=outcome.countdown_s)
-    metrics.record_job(outcome.result)
+    if not _recorded(self, job_id):  # a finished job delivered again is counted once
+        metrics.record_job(outcome.result, outcome.parts)
     return outcome.result.model_dump(mode="json")
+
+
+def _recorded(task: Task[Any, Any], job_id: str) -> bool:
+    """Whether the backend already holds a final result for the job."""
+    try:
+        meta = task.backend.get_task_meta(job_id, cache=False)
+    except (RedisError, ConnectionError):
+        return False
+    return bool(meta.get("status") == states.SUCCESS)
 
 
 def _lane(task: Task[Any, Any]) -> str | None:
@@ -136,16 +146,12 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
         metrics.retry(_lane(self), error)
         raise self.retry(countdown=countdown, exc=error) from None
     queue = _lane(self) or get_settings().lanes.bulk
-    store_results(
-        [
-            (job_id, outcome.result.model_dump(mode="json"))
-            for job_id, outcome in outcomes
-            if isinstance(outcome, Finished)
-        ]
+    finished = {job_id: o for job_id, o in outcomes if isinstance(o, Finished)}
+    stored = store_results(
+        [(job_id, outcome.result.model_dump(mode="json")) for job_id, outcome in finished.items()]
     )
-    for _, outcome in outcomes:
-        if isinstance(outcome, Finished):
-            metrics.record_job(outcome.result)
+    for job_id in stored:  # not the jobs a retried or redelivered batch had finished already
+        metrics.record_job(finished[job_id].result, finished[job_id].parts)
     held = [(job_id, o) for job_id, o in outcomes if isinstance(o, RetryLater) and o.held]
     if held:
         # Held back by their campaign (paused, or its own rate): they come back together,
@@ -162,7 +168,9 @@ def send_batch(self: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
             )
 
 
-def store_results(results: list[tuple[str, dict[str, Any]]], celery: Celery | None = None) -> None:
+def store_results(
+    results: list[tuple[str, dict[str, Any]]], celery: Celery | None = None
+) -> list[str]:
     """Store each job's final result under its own id, as ``store_result(id, result,
     SUCCESS)`` would, but in two Redis round trips for the whole batch instead of two a job.
 
@@ -173,22 +181,27 @@ def store_results(results: list[tuple[str, dict[str, Any]]], celery: Celery | No
     Args:
         results: (job id, result JSON) pairs.
         celery: The app whose result backend keeps them (this worker's by default).
+
+    Returns:
+        The ids of the jobs whose result was written now (not those already recorded).
     """
     if not results:
-        return
+        return []
     celery = celery or app
     backend = celery.backend
     if not isinstance(backend, RedisBackend):
         for job_id, result in results:
             backend.store_result(job_id, result, states.SUCCESS)
-        return
+        return [job_id for job_id, _ in results]
     keys = [backend.get_key_for_task(job_id) for job_id, _ in results]
     current = backend.ensure(backend.mget, (keys,))
     date_done = celery.now().isoformat()
     records: list[tuple[Any, Any]] = []
+    written: list[str] = []
     for (job_id, result), key, stored in zip(results, keys, current, strict=True):
         if stored and backend.decode_result(stored).get("status") == states.SUCCESS:
             continue
+        written.append(job_id)
         meta: dict[str, Any] = {
             "status": states.SUCCESS,
             "result": result,
@@ -200,6 +213,7 @@ def store_results(results: list[tuple[str, dict[str, Any]]], celery: Celery | No
         records.append((key, backend.encode(meta)))
     if records:
         backend.ensure(_write_results, (backend, records))
+    return written
 
 
 def _write_results(backend: RedisBackend, records: list[tuple[Any, Any]]) -> None:
