@@ -125,7 +125,9 @@ def test_a_failed_publish_leaves_nothing_behind(
 ) -> None:
     # Given a broker nobody listens on
     with override_settings(
-        broker_url="redis://127.0.0.1:1/0", state_redis_url=settings.state_redis_url
+        broker_url="redis://127.0.0.1:1/0",
+        result_backend_url=settings.result_backend_url,
+        state_redis_url=settings.state_redis_url,
     ) as dead:
         app = create_app(dead)
         app.conf.broker_connection_retry = False

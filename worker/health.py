@@ -417,11 +417,11 @@ def _consumers(
             return consumers(settings.health_timeout_s), None
         except Exception as error:  # any broker failure is a verdict, not a crash
             return None, _describe(error)
-    from config.settings import get_settings
     from worker import app as celery_app
 
-    # The process's app when these are the process's settings, else one on their broker.
-    own = settings is get_settings()
+    # The process's app when it talks to these settings' broker, else one of their own (a
+    # process whose settings changed after the app was made must not ask another broker).
+    own = celery_app.app.conf.broker_url == settings.broker_url.get_secret_value()
     app = celery_app.app if own else celery_app.create_app(settings)
     try:
         return inspect_consumers(app, settings.health_timeout_s), None
