@@ -148,6 +148,15 @@ def stack_values(redis_server: RedisServer, sandbox_url: str, secret_key: str) -
     }
 
 
+def flush_stack_databases(server: RedisServer) -> None:
+    """Empty the broker, result and state databases of a stack's Redis (best effort)."""
+    for number in (BROKER_DB, RESULT_DB, STATE_DB):
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis.from_url(server.url(number))
+            client.flushdb()
+            client.close()
+
+
 def env_for(values: dict[str, Any]) -> dict[str, str]:
     """A subprocess environment carrying ``values`` as ``SMSGW_*`` variables, nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMSGW_")}
@@ -440,11 +449,7 @@ def e2e_stack(
         state.close()
         with contextlib.suppress(Exception):
             app.close()
-        for number in (BROKER_DB, RESULT_DB, STATE_DB):
-            with contextlib.suppress(redis.RedisError):
-                client = redis.Redis.from_url(e2e_redis.url(number))
-                client.flushdb()
-                client.close()
+        flush_stack_databases(e2e_redis)
 
 
 @pytest.fixture

@@ -28,17 +28,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from config.settings import Settings
 from gateways.sandbox import Faults, SandboxAccount, SandboxServer
 from tests.celery_harness import (
-    BROKER_DB,
     MAIN_ACCOUNT,
     MAIN_KEY,
     MAIN_PASSWORD,
-    RESULT_DB,
     SLOW_ACCOUNT,
     SLOW_PASSWORD,
     STATE_DB,
     WorkerProcess,
     e2e_redis,
     env_for,
+    flush_stack_databases,
     sandbox_accounts,
     stack_values,
     wait_for,
@@ -143,11 +142,7 @@ def ops_stack(
         state.close()
         with contextlib.suppress(Exception):
             app.close()
-        for number in (BROKER_DB, RESULT_DB, STATE_DB):
-            with contextlib.suppress(redis.RedisError):
-                client = redis.Redis.from_url(e2e_redis.url(number))
-                client.flushdb()
-                client.close()
+        flush_stack_databases(e2e_redis)
 
 
 @pytest.fixture
