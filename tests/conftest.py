@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 import redis
+from celery import Celery
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis as AsyncRedis
@@ -15,6 +16,7 @@ from redis.asyncio import Redis as AsyncRedis
 from config.settings import Settings, override_settings
 from gateways.sandbox import DEFAULT_ACCOUNTS, SandboxServer
 from tests.harness import open_test_redis
+from worker.crypto import Cipher, generate_key
 
 # Property tests: random examples on developers' machines; in CI the same examples every run
 # (a red CI must be reproducible), and no "too slow" verdict from a busy 2-core runner.
@@ -50,6 +52,22 @@ def settings() -> Iterator[Settings]:
     """Settings independent of the developer's environment and ``.env``."""
     with override_settings(default_region=None, max_length=160, max_parts=10) as value:
         yield value
+
+
+@pytest.fixture
+def cipher() -> Cipher:
+    """A cipher with a fresh key (what producers and workers share through SMSGW_SECRET_KEY)."""
+    return Cipher([generate_key()])
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Celery]:
+    """A Celery app on the test's ``settings`` (a module's own ``settings`` fixture wins)."""
+    from worker.app import create_app
+
+    celery = create_app(settings)
+    yield celery
+    celery.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 from config.settings import Settings, override_settings
 from gateways.sandbox import Faults, SandboxServer
 from worker.accounts import SettingsAccounts
-from worker.app import create_app
 from worker.campaign_enqueue import CampaignEnqueuer
 from worker.campaign_file import RowChecker, Template
 from worker.campaigns import (
@@ -87,18 +86,6 @@ def settings(redis_url: str, sandbox: SandboxServer) -> Iterator[Settings]:
         campaign_pause_poll_s=1.0,
     ) as value:
         yield value
-
-
-@pytest.fixture
-def cipher() -> Cipher:
-    return Cipher([generate_key()])
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Celery]:
-    celery = create_app(settings)
-    yield celery
-    celery.close()
 
 
 @pytest.fixture

@@ -44,11 +44,6 @@ def vonage_account(sandbox: SandboxServer, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cipher() -> Cipher:
-    return Cipher([generate_key()])
-
-
-@pytest.fixture
 def dispatch_settings(sandbox: SandboxServer) -> Iterator[Settings]:
     with override_settings(
         accounts=[vonage_account(sandbox)],

@@ -20,7 +20,6 @@ from redis.asyncio import Redis as AsyncRedis
 from config.settings import Settings, override_settings
 from gateways.errors import AccountRejected
 from worker.account_status import AccountStatusRecorder
-from worker.app import create_app
 from worker.cli import main
 from worker.cli_output import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from worker.crypto import Cipher, generate_key
@@ -44,13 +43,6 @@ def settings(redis_url: str, redis_client: redis.Redis) -> Iterator[Settings]:
         health_timeout_s=0.3,
     ) as value:
         yield value
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Celery]:
-    celery = create_app(settings)
-    yield celery
-    celery.close()
 
 
 @pytest.fixture

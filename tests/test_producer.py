@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from config.settings import Settings, override_settings
 from worker.app import create_app
-from worker.crypto import Cipher, generate_key
+from worker.crypto import Cipher
 from worker.jobs import JobRecord
 from worker.keys import job_key, reference_key
 from worker.models import ShortMessage
@@ -30,18 +30,6 @@ def settings(redis_url: str) -> Iterator[Settings]:
         broker_url=redis_url, result_backend_url=redis_url, state_redis_url=redis_url
     ) as value:
         yield value
-
-
-@pytest.fixture
-def cipher() -> Cipher:
-    return Cipher([generate_key()])
-
-
-@pytest.fixture
-def app(settings: Settings) -> Iterator[Celery]:
-    celery = create_app(settings)
-    yield celery
-    celery.close()
 
 
 @pytest.fixture
