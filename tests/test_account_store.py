@@ -20,6 +20,7 @@ from gateways.base import GENERIC_FIELDS
 from gateways.errors import AccountRejected
 from gateways.models import GatewayAccount
 from gateways.registry import gateway_names, load_gateway
+from tests.harness import database_text
 from worker.account_cache import CachedAccounts
 from worker.account_io import (
     AccountsFile,
@@ -179,29 +180,17 @@ async def test_unknown_type_and_country_are_refused(store: AccountStore) -> None
 
 
 async def test_secrets_are_encrypted_at_rest(
-    store: AccountStore, redis_client: redis.Redis
+    store: AccountStore, redis_client: redis.Redis, redis_url: str
 ) -> None:
     # Given an account with a password and a proxy password
     await store.create(vonage(proxy_host_name="p", proxy_password=PROXY_PASSWORD))
     # Then no Redis key or value holds either in clear
-    dump = "\n".join(everything_in(redis_client))
+    dump = database_text(redis_url)
     assert "key-1" in dump  # the scan sees the account
     assert PASSWORD not in dump and PROXY_PASSWORD not in dump
     stored = json.loads(redis_client.hget(accounts_key(), "main") or "{}")
     assert set(stored["secrets"]) == {"password", "proxy_password"}
     assert "password" not in stored["fields"]
-
-
-def everything_in(client: redis.Redis) -> list[str]:
-    """Every key and value of the test database."""
-    found: list[str] = []
-    for key in client.scan_iter():
-        found.append(key)
-        if client.type(key) == "hash":
-            found += [item for pair in client.hgetall(key).items() for item in pair]
-        else:
-            found.append(str(client.get(key)))
-    return found
 
 
 async def test_a_wrong_key_fails_clearly(async_redis: Redis, store: AccountStore) -> None:

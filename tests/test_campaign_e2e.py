@@ -9,8 +9,6 @@ them. Every test checks the sandbox's inbox: each recipient gets its message exa
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import csv
 import json
 import os
@@ -44,6 +42,7 @@ from tests.celery_harness import (
     stack_values,
     wait_for,
 )
+from tests.harness import database_text
 from worker.app import create_app
 from worker.campaign_enqueue import CampaignEnqueuer
 from worker.campaign_file import RowChecker, Template
@@ -469,28 +468,8 @@ def test_no_secret_in_redis_the_worker_log_or_cli_output(e2e: Stack, tmp_path: P
 
 def _dump(e2e: Stack) -> str:
     """Every key and value of the three databases, kombu message bodies decoded."""
-    chunks: list[str] = []
-    for number in (BROKER_DB, RESULT_DB, STATE_DB):
-        client = e2e.db(number)
-        for key in client.scan_iter(count=1000):
-            chunks.append(key)
-            kind = client.type(key)
-            values: list[str] = []
-            if kind == "string":
-                values = [client.get(key) or ""]
-            elif kind == "hash":
-                values = [v for pair in client.hgetall(key).items() for v in pair]
-            elif kind == "list":
-                values = client.lrange(key, 0, -1)
-            elif kind == "set":
-                values = list(client.smembers(key))
-            elif kind == "zset":
-                values = list(client.zrange(key, 0, -1))
-            for value in values:
-                chunks.append(value)
-                with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
-                    chunks.append(base64.b64decode(json.loads(value)["body"]).decode())
-    return "\n".join(chunks)
+    urls = (e2e.redis_server.url(n) for n in (BROKER_DB, RESULT_DB, STATE_DB))
+    return "\n".join(database_text(url) for url in urls)
 
 
 def test_a_start_killed_while_storing_is_resumed_by_running_it_again(

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings, override_settings
 from gateways.sandbox import Faults, SandboxServer
+from tests.harness import database_text
 from worker.accounts import SettingsAccounts
 from worker.campaign_enqueue import CampaignEnqueuer
 from worker.campaign_file import RowChecker, Template
@@ -136,32 +137,6 @@ def queued(redis_client: redis.Redis, lane: str) -> list[list[str]]:
     return batches
 
 
-def dump(redis_client: redis.Redis) -> str:
-    """Every key and value of the database (kombu bodies decoded) as one text."""
-    chunks: list[str] = []
-    for key in redis_client.scan_iter(count=1000):
-        chunks.append(key)
-        kind = redis_client.type(key)
-        values: list[str] = []
-        if kind == "string":
-            values = [redis_client.get(key) or ""]
-        elif kind == "hash":
-            values = [v for pair in redis_client.hgetall(key).items() for v in pair]
-        elif kind == "list":
-            values = redis_client.lrange(key, 0, -1)
-        elif kind in ("set", "zset"):
-            values = list(redis_client.zrange(key, 0, -1) if kind == "zset" else [])
-            values += list(redis_client.smembers(key)) if kind == "set" else []
-        for value in values:
-            chunks.append(value)
-            try:
-                body = json.loads(value).get("body")
-                chunks.append(base64.b64decode(body).decode())
-            except (ValueError, AttributeError, TypeError):
-                pass
-    return "\n".join(chunks)
-
-
 def start(
     store: CampaignStore, enqueuer: CampaignEnqueuer, settings: Settings, path: Path, **fields: str
 ) -> str:
@@ -183,6 +158,7 @@ def test_stage_and_publish_store_one_job_per_distinct_recipient(
     settings: Settings,
     cipher: Cipher,
     redis_client: redis.Redis,
+    redis_url: str,
     tmp_path: Path,
 ) -> None:
     # Given 25 rows: 21 distinct numbers (one repeated in another chunk, one twice in a
@@ -225,7 +201,7 @@ def test_stage_and_publish_store_one_job_per_distinct_recipient(
         (11, "{name}: the column 'name' is empty"),
     ]
     # And no code and no number in clear appears in any key, nor a code in any value
-    text = dump(redis_client)
+    text = database_text(redis_url)
     assert all(code_of(i) not in text for i in range(100))
     assert all(number_of(i) not in "".join(redis_client.keys()) for i in range(41))
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.harness import NonEmptyTestDatabase, open_test_redis
+from tests.harness import NonEmptyTestDatabase, database_text, open_test_redis
 from worker.redis_server import (
     RedisServer,
     RedisServerError,
@@ -76,3 +78,20 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     # When started / Then the error says what happened
     with pytest.raises(RedisServerError, match="exited with 3: no redis here"):
         RedisServer(binary=fake).start()
+
+
+def test_database_text_sees_every_kind_of_value_and_kombu_bodies(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    # Given a value of each kind, and a kombu message whose body (base64) holds a word
+    body = base64.b64encode(json.dumps([["hidden-in-body"], {}, {}]).encode()).decode()
+    message = {"body": body, "properties": {"body_encoding": "base64"}}
+    redis_client.set("s", "in-string")
+    redis_client.hset("h", "field", "in-hash")
+    redis_client.rpush("queue", json.dumps(message))
+    redis_client.sadd("set", "in-set")
+    redis_client.zadd("zset", {"in-zset": 1})
+    # When the database is read as text / Then the scan sees all of it
+    text = database_text(redis_url)
+    for word in ("in-string", "field", "in-hash", "queue", "in-set", "in-zset", "hidden-in-body"):
+        assert word in text
