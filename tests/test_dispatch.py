@@ -384,6 +384,26 @@ async def test_a_message_problem_fails_every_recipient_with_its_reason(
     assert sandbox.state.messages() == []
 
 
+async def test_a_failed_job_names_the_gateway_type_as_a_sent_one_does(
+    async_redis: Redis, http_session: aiohttp.ClientSession, cipher: Cipher, sandbox: SandboxServer
+) -> None:
+    # Given an account whose type is given by its alias (nexmo is vonage)
+    with override_settings(
+        accounts=[vonage_account(sandbox, gateway="nexmo")], default_account="main"
+    ) as settings:
+        dispatcher = make_dispatcher(async_redis, http_session, settings, cipher)
+        bad = await store(
+            async_redis, cipher, ShortMessage(message="Code {code}", phone_numbers=[ALICE])
+        )
+        good = await store(async_redis, cipher, ShortMessage(message="hi", phone_numbers=[BOB]))
+        # When one job fails before any send and another is sent
+        failed, sent = await finish(dispatcher, bad.id), await finish(dispatcher, good.id)
+        await dispatcher.aclose()
+    # Then both name the type the same way (results and metric labels agree)
+    assert failed.recipients[0].error_class == "InvalidMessage"
+    assert (failed.gateway, failed.account) == (sent.gateway, sent.account) == ("vonage", "main")
+
+
 async def test_without_an_account_refused_recipients_are_still_reported(
     async_redis: Redis, http_session: aiohttp.ClientSession, cipher: Cipher, sandbox: SandboxServer
 ) -> None:

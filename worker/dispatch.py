@@ -423,7 +423,7 @@ class Dispatcher:
                 record,
                 redacted,
                 everyone,
-                gateway=account.gateway if account else None,
+                gateway=self._gateway_name(account) if account else None,
                 account=account.name if account else None,
                 started_at=started_at,
             ),
@@ -440,6 +440,14 @@ class Dispatcher:
         if cached is not None:
             self._retire(cached[1])
         return gateway
+
+    def _gateway_name(self, account: GatewayAccount) -> str:
+        """The gateway type's own name (``vonage`` for an account of type ``nexmo``), as a
+        sent job reports it; the account's word for it when the type does not load."""
+        try:
+            return load_gateway(account.gateway, self._settings.gateways_enabled).metadata.name
+        except ConfigurationError:
+            return account.gateway
 
     def _retire(self, gateway: SmsGateway) -> None:
         # The account was modified: sends already under way may still use the old adapter,
